@@ -1,0 +1,112 @@
+"""ds-helper's own command line, read before Hydra sees anything.
+
+    ds-helper [FLAG ...] [OVERRIDE ...] [SCRIPT [SCRIPT_ARG ...]] [-- SCRIPT_ARG ...]
+
+Hydra would take every token after ``--`` as an override (hydra.md 1.1), so the split happens here: the first
+``--``, or the first token that is neither a flag nor an override (the script, as with torchrun and DeepSpeed),
+ends ds-helper's part, and everything after it reaches the script byte for byte. DeepSpeed's launcher_helper
+flags (``--launcher mpich --module --no_python --bind_cores_to_rank --bind_core_list L``) become the overrides
+they mean, so DeepSpeed's MPICH runner works with ds-helper in place of launcher_helper.py.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from launcher.errors import LaunchError
+
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_ENV_OVERRIDE = re.compile(r"^\+{0,2}env\.([^=]*)=(.*)$", re.DOTALL)
+# Keys whose values are CPU or device lists: an unquoted comma would make Hydra ask about sweeps (hydra.md 4.5).
+LIST_KEYS = ("bind.cores", "bind.gpus")
+
+# DeepSpeed launcher_helper's flags, and the override each one means.
+_DEEPSPEED_SWITCHES = {
+    "--module": "module=true",
+    "--no_python": "no_python=true",
+    "--bind_cores_to_rank": "bind.policy=cores",
+}
+
+
+@dataclass
+class Request:
+    """What the user asked for, before composition."""
+
+    overrides: List[str] = field(default_factory=list)
+    env: Dict[str, Optional[str]] = field(default_factory=dict)  # env.NAME=VALUE / ~env.NAME, kept verbatim
+    script: Optional[str] = None  # given positionally (torchrun / DeepSpeed style)
+    script_args: List[str] = field(default_factory=list)
+    show_cfg: Optional[str] = None  # --cfg job|all
+    help: bool = False
+    debug: bool = False
+
+
+def _quote_list_value(override: str) -> str:
+    """``bind.cores=0,2,4`` -> ``bind.cores='0,2,4'``: a CPU list, not a sweep (ds-helper has no multirun)."""
+    key, _, value = override.partition("=")
+    if key.lstrip("+") in LIST_KEYS and "," in value and value[:1] not in "[\"'" and "'" not in value:
+        return f"{key}='{value}'"
+    return override
+
+
+def _take_value(argv: List[str], index: int, flag: str) -> str:
+    if index + 1 >= len(argv):
+        raise LaunchError(f"{flag} needs a value")
+    return argv[index + 1]
+
+
+def parse_argv(argv: List[str]) -> Request:
+    request = Request()
+    index = 0
+    while index < len(argv):
+        token = argv[index]
+        if token == "--":
+            request.script_args = argv[index + 1 :]
+            break
+        if token in ("-h", "--help"):
+            request.help = True
+        elif token == "--debug":
+            request.debug = True
+        elif token in ("-m", "--multirun"):
+            raise LaunchError("-m/--multirun is not supported: ds-helper starts one script per rank, it does not sweep")
+        elif token == "--cfg" or token.startswith("--cfg="):
+            value = token.partition("=")[2] if "=" in token else _take_value(argv, index, "--cfg")
+            index += 0 if "=" in token else 1
+            if value not in ("job", "all"):
+                raise LaunchError(f"--cfg {value}: expected --cfg job or --cfg all")
+            request.show_cfg = value
+        elif token == "--dry-run":
+            request.overrides.append("dry_run=true")
+        elif token == "--launcher" or token.startswith("--launcher="):
+            value = token.partition("=")[2] if "=" in token else _take_value(argv, index, "--launcher")
+            index += 0 if "=" in token else 1
+            request.overrides.append(f"launcher={value.lower()}")  # DeepSpeed lowercases it too
+        elif token == "--bind_core_list" or token.startswith("--bind_core_list="):
+            value = token.partition("=")[2] if "=" in token else _take_value(argv, index, "--bind_core_list")
+            index += 0 if "=" in token else 1
+            request.overrides.append(_quote_list_value(f"bind.cores={value}"))
+        elif token in _DEEPSPEED_SWITCHES:
+            request.overrides.append(_DEEPSPEED_SWITCHES[token])
+        elif token.startswith("-"):
+            raise LaunchError(f"unknown option {token} (ds-helper --help lists the options)")
+        elif _ENV_OVERRIDE.match(token):
+            name, value = _ENV_OVERRIDE.match(token).groups()  # type: ignore[union-attr]
+            request.env[_env_name(name)] = value
+        elif token.startswith("~env."):
+            request.env[_env_name(token[len("~env.") :])] = None
+        elif "=" in token or token.startswith("~"):
+            request.overrides.append(_quote_list_value(token))
+        else:
+            request.script = token
+            request.script_args = argv[index + 1 :]
+            break
+        index += 1
+    return request
+
+
+def _env_name(name: str) -> str:
+    if not ENV_NAME.match(name):
+        raise LaunchError(f"env.{name}: not a valid environment variable name")
+    return name

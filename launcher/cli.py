@@ -1,0 +1,124 @@
+"""``ds-helper``: argv -> compose -> plan -> resolve -> run, and the one place errors are printed.
+
+Only the standard library is imported at module level: Hydra is loaded when a config has to be composed.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+from dataclasses import fields, is_dataclass
+from typing import List, Optional
+
+from launcher.argv import Request, parse_argv
+from launcher.errors import LaunchError
+from launcher.schema import Config
+
+USAGE = "usage: ds-helper [FLAG ...] [OVERRIDE ...] [SCRIPT [ARG ...]] [-- ARG ...]"
+FLAGS = (
+    ("--cfg job|all", "print the composed config and exit"),
+    ("--dry-run", "same as dry_run=true: show ranks, env changes and the command; start nothing"),
+    ("--debug", "show the traceback of an error (also DS_HELPER_DEBUG=1)"),
+    ("-h, --help", "this help"),
+    ("--launcher NAME, --module, --no_python,", ""),
+    ("--bind_cores_to_rank, --bind_core_list L", "DeepSpeed launcher_helper's flags, same meaning"),
+)
+TOP_LEVEL_KEYS = {f.name for f in fields(Config)}
+
+
+def _suggest(word: str, options: List[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def check_override_keys(overrides: List[str]) -> None:
+    """Unknown top-level keys get a suggestion here; Hydra's own hint ('use +key=') would mislead."""
+    for override in overrides:
+        key = override.lstrip("+~").partition("=")[0]
+        top = key.split(".", 1)[0].split("@", 1)[0]
+        if top not in TOP_LEVEL_KEYS:
+            raise LaunchError(f"unknown key {top!r} in {override!r}{_suggest(top, sorted(TOP_LEVEL_KEYS))}")
+
+
+def _key_help(node: object, prefix: str = "") -> dict[str, str]:
+    """Every settable key with its one-line help; nested sections (master, log, ...) one key a line."""
+    from launcher.schema import field_help
+
+    lines: dict[str, str] = {}
+    for name, text in field_help(type(node)).items():
+        value = getattr(node, name)
+        if name == "launcher":
+            lines[name] = "the process manager: a group, choose with launcher=NAME (options above)"
+        elif is_dataclass(value):
+            lines.update(_key_help(value, f"{prefix}{name}."))
+        else:
+            lines[prefix + name] = text
+    return lines
+
+
+def print_help() -> None:
+    from launcher.compose import group_options, hydra_context, load_launchers
+
+    print(USAGE)
+    print("\nBecome SCRIPT on this rank, with RANK, LOCAL_RANK, WORLD_SIZE, ... mapped from the process manager.")
+    print("\nflags:")
+    for flag, text in FLAGS:
+        print(f"  {flag:<42} {text}")
+    with hydra_context():
+        print("\nconfig groups (choose with GROUP=OPTION):")
+        print("  launcher:")
+        for spec in load_launchers():
+            print(f"    {spec.name:<12} {spec.description}")
+        print(f"  bind: {', '.join(group_options('bind'))}")
+    print("\nkeys (set with KEY=VALUE; env.NAME=VALUE sets a variable verbatim, ~env.NAME unsets one):")
+    for name, text in _key_help(Config()).items():
+        print(f"  {name:<22} {text}")
+    print("\nexample: mpiexec -n 4 ds-helper launcher=mpich script=train.py bind.cores=0-31 -- --lr 3e-4")
+
+
+def run(request: Request) -> int:
+    if request.help:
+        print_help()
+        return 0
+    check_override_keys(request.overrides)
+    if request.script is not None and any(o.lstrip("+").startswith("script=") for o in request.overrides):
+        raise LaunchError(f"script given twice: as script= and as {request.script!r}")
+
+    from launcher.compose import compose_config, config_yaml
+
+    config, candidates = compose_config(request.overrides)
+    if request.script is not None:  # set after composing: a path reaches us verbatim, not via Hydra's grammar
+        config.script = request.script
+    config.env.update(request.env)
+    if request.show_cfg:
+        print(config_yaml(config), end="")
+        return 0
+
+    from launcher.plan import make_plan
+    from launcher.resolve import resolve
+    from launcher.run import become
+
+    plan = make_plan(config, candidates)
+    launch = resolve(plan, os.environ, request.script_args)
+    become(plan, launch)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args[: args.index("--") if "--" in args else len(args)] or bool(
+        os.environ.get("DS_HELPER_DEBUG")
+    )
+    try:
+        return run(parse_argv(args))
+    except LaunchError as exc:
+        if debug:
+            raise
+        print(f"ds-helper: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""A launch plan: everything about a launch that is the same on every rank, as plain serialisable data.
+
+``compose`` turns the user's YAML and overrides into a :class:`Plan` once; ``resolve`` then combines the plan with
+one rank's environment. Nothing here depends on a rank, a node or the environment, which is what lets a plan be
+saved as JSON and reused by thousands of ranks without Hydra. Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Dict, List, Optional
+
+from launcher.errors import LaunchError
+from launcher.placement import BindSpec
+from launcher.schema import Config, ExportSpec, HostSource, LauncherSpec, LogSpec, MasterSpec
+
+PLAN_FORMAT = 1
+"""Bumped whenever a field changes meaning; a plan of another format is refused, never half-read."""
+
+
+@dataclass
+class Plan:
+    """What every rank of one launch shares."""
+
+    launchers: List[LauncherSpec]
+    """The manager to read, or with launcher=auto every candidate in the order auto tries them."""
+    auto: bool
+    fallback: Optional[LauncherSpec]
+    """With launcher=auto: used when no manager's variables are present at all (a standalone process)."""
+    argv: List[str]
+    """The command before any arguments: [python, -u, script], [python, -u, -m, module] or [program]."""
+    args: List[str]
+    """Script arguments from the config; those given after ``--`` are appended at resolve time."""
+    env: Dict[str, Optional[str]]
+    """Variables to set (a value) or unset (None) for the script, on top of the rank variables."""
+    export: ExportSpec = field(default_factory=ExportSpec)
+    master: MasterSpec = field(default_factory=MasterSpec)
+    bind: BindSpec = field(default_factory=BindSpec)
+    log: LogSpec = field(default_factory=LogSpec)
+    dry_run: bool = False
+
+
+def _build(cls: Any, data: Any, where: str) -> Any:
+    """Rebuild dataclass ``cls`` from a JSON object, refusing unknown or missing fields by name."""
+    if not isinstance(data, dict):
+        raise LaunchError(f"{where}: expected an object, got {type(data).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise LaunchError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise LaunchError(f"{where}: {exc}") from None
+
+
+def _launcher_from(data: Any, where: str) -> LauncherSpec:
+    spec = _build(LauncherSpec, data, where)
+    spec.hosts = [_build(HostSource, h, f"{where}.hosts") for h in spec.hosts]
+    return spec
+
+
+def plan_to_json(plan: Plan) -> str:
+    return json.dumps({"format": PLAN_FORMAT, "plan": asdict(plan)}, indent=1, sort_keys=True)
+
+
+def plan_from_json(text: str, where: str = "plan") -> Plan:
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise LaunchError(f"{where}: not a ds-helper plan (invalid JSON: {exc})") from None
+    if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT or "plan" not in data:
+        found = data.get("format") if isinstance(data, dict) else None
+        raise LaunchError(f"{where}: plan format {found!r} is not the format {PLAN_FORMAT} this ds-helper reads")
+    plan = _build(Plan, data["plan"], where)
+    plan.launchers = [_launcher_from(item, f"{where}.launchers") for item in plan.launchers]
+    if plan.fallback is not None:
+        plan.fallback = _launcher_from(plan.fallback, f"{where}.fallback")
+    plan.export = _build(ExportSpec, plan.export, f"{where}.export")
+    plan.master = _build(MasterSpec, plan.master, f"{where}.master")
+    plan.bind = _build(BindSpec, plan.bind, f"{where}.bind")
+    plan.log = _build(LogSpec, plan.log, f"{where}.log")
+    return plan
+
+
+def _command(config: Config) -> List[str]:
+    """The command before its arguments; a missing script is caught here, before any rank starts."""
+    if not config.script:
+        raise LaunchError("no script: give one as script=train.py (or module=true script=pkg.mod)")
+    if config.no_python:
+        if config.module:
+            raise LaunchError("module=true and no_python=true cannot be combined")
+        return [config.script]  # looked up on the script's PATH when the rank execs
+    python = config.python or sys.executable
+    if not (os.path.isfile(python) and os.access(python, os.X_OK)):
+        raise LaunchError(f"python={python}: not an executable file")
+    flags = ["-u"] if config.unbuffered else []
+    if config.module:
+        return [python, *flags, "-m", config.script]
+    if not os.path.isfile(config.script):
+        raise LaunchError(f"script {config.script!r} not found (from {os.getcwd()})")
+    return [python, *flags, config.script]
+
+
+def make_plan(config: Config, candidates: List[LauncherSpec]) -> Plan:
+    """The plan of a composed config; ``candidates`` are every launcher option when launcher=auto."""
+    auto = config.launcher.name == "auto"
+    if auto:
+        detectable = [spec for spec in candidates if spec.detect]
+        launchers = sorted(detectable, key=lambda spec: -spec.priority)
+        fallback = next((spec for spec in candidates if spec.name == "local"), None)
+    else:
+        launchers, fallback = [config.launcher], None
+    return Plan(
+        launchers=launchers,
+        auto=auto,
+        fallback=fallback,
+        argv=_command(config),
+        args=[str(arg) for arg in config.args],
+        env=dict(config.env),
+        export=config.export,
+        master=config.master,
+        bind=config.bind,
+        log=config.log,
+        dry_run=config.dry_run,
+    )

@@ -1,0 +1,270 @@
+"""One rank's launch, from the plan and this process's environment: pure functions, no I/O of their own.
+
+Env in, ranks / MASTER_* / command / child env out. Files named by the environment (PBS's node file, LSF's rank
+file) are read through the ``read_file`` argument, so tests pass recorded contents and nothing here touches the
+machine. Standard library only: this runs on every rank.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
+
+from launcher import hostlist
+from launcher.errors import LaunchError
+from launcher.plan import Plan
+from launcher.schema import RANK_FIELDS, HostSource, LauncherSpec, MasterSpec
+
+Env = Mapping[str, str]
+ReadFile = Callable[[str], str]
+
+_INDEXED = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\[([A-Za-z_][A-Za-z0-9_]*)\]$")
+_MAX_INT = 1 << 31  # far above any real rank count; keeps absurd values out of ports and core maths
+
+
+@dataclass
+class Change:
+    """One variable the script's environment gets that differs from ds-helper's own, and why."""
+
+    name: str
+    value: Optional[str]  # None: unset
+    why: str
+
+
+@dataclass
+class Ranks:
+    """The five numbers of one rank, each with the source it came from (None where the manager is silent)."""
+
+    values: Dict[str, Optional[int]]
+    sources: Dict[str, str]
+
+    def __getitem__(self, name: str) -> Optional[int]:
+        return self.values[name]
+
+
+@dataclass
+class Launch:
+    """Everything the runner needs to become the script, and what the dry run shows."""
+
+    launcher: str
+    why: str
+    ranks: Ranks
+    argv: List[str]
+    env: Dict[str, str]
+    changes: List[Change]
+    notes: List[str] = field(default_factory=list)
+
+
+def read_text_file(path: str) -> str:
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return handle.read(1 << 20)  # a host list, not a data set: bound what a bad path can cost
+
+
+# --- detection -----------------------------------------------------------------------------------------------
+
+
+def _present(env: Env, names: List[str]) -> List[str]:
+    return [name for name in names if name in env]
+
+
+def _matches(spec: LauncherSpec, env: Env) -> bool:
+    return bool(spec.detect) and len(_present(env, spec.detect)) == len(spec.detect) and not _present(env, spec.exclude)
+
+
+def choose_launcher(plan: Plan, env: Env) -> Tuple[LauncherSpec, str]:
+    """The manager that started this rank, and a line saying why it was chosen."""
+    if not plan.auto:
+        spec = plan.launchers[0]
+        return spec, f"launcher={spec.name} (chosen in the config)"
+    for spec in plan.launchers:
+        if _matches(spec, env):
+            return spec, f"auto: {', '.join(spec.detect)} set" + (
+                f", none of {', '.join(spec.exclude)}" if spec.exclude else ""
+            )
+    # Nothing matched. A standalone run is fine, but a rank variable with no recognisable manager around it
+    # means a manager we do not know or a half-broken environment: starting as rank 0 of 1 would be a lie.
+    seen = sorted({name for spec in plan.launchers for name in spec.rank if name in env})
+    if seen or plan.fallback is None:
+        found = ", ".join(f"{name}={env[name]}" for name in seen) or "none"
+        options = ", ".join(spec.name for spec in plan.launchers)
+        raise LaunchError(
+            f"launcher=auto: no process manager recognised (rank variables present: {found}); "
+            f"choose one with launcher=NAME ({options})"
+        )
+    return plan.fallback, f"auto: no process manager's variables set, so {plan.fallback.name}"
+
+
+# --- the five numbers ----------------------------------------------------------------------------------------
+
+
+def _parse_count(name: str, text: str) -> int:
+    value = text.strip()
+    if not value.isdigit() or not value.isascii():
+        raise LaunchError(f"{name}={text!r} is not a non-negative integer")
+    if len(value) > 10 or int(value) >= _MAX_INT:
+        raise LaunchError(f"{name}={text!r} is out of range")
+    return int(value)
+
+
+def _read_source(source: str, env: Env) -> Optional[Tuple[int, str]]:
+    """The value of one source, or None when it is absent; ``(value, description)``."""
+    indexed = _INDEXED.match(source)
+    if indexed is None:
+        if source not in env:
+            return None
+        return _parse_count(source, env[source]), f"{source}={env[source]}"
+    list_name, index_name = indexed.groups()
+    if list_name not in env or index_name not in env:
+        return None
+    index = _parse_count(index_name, env[index_name])
+    return hostlist.count_at(env[list_name], index), f"{list_name}={env[list_name]} at {index_name}={index}"
+
+
+def _resolve_field(name: str, spec: LauncherSpec, env: Env) -> Tuple[Optional[int], str]:
+    """First present source wins; every other present source must say the same."""
+    found: List[Tuple[int, str]] = []
+    for source in getattr(spec, name):
+        value = _read_source(source, env)
+        if value is not None:
+            found.append(value)
+    if not found:
+        if name in spec.fixed:
+            return spec.fixed[name], f"fixed by launcher={spec.name}"
+        return None, ""
+    first_value, first_source = found[0]
+    disagreeing = [source for value, source in found[1:] if value != first_value]
+    if disagreeing:
+        raise LaunchError(f"{name}: {first_source} disagrees with {', '.join(disagreeing)}")
+    return first_value, first_source
+
+
+def resolve_ranks(spec: LauncherSpec, env: Env) -> Ranks:
+    values: Dict[str, Optional[int]] = {}
+    sources: Dict[str, str] = {}
+    for name in RANK_FIELDS:
+        values[name], sources[name] = _resolve_field(name, spec, env)
+    for required in ("rank", "local_rank"):
+        if values[required] is None:
+            looked = ", ".join(getattr(spec, required)) or "none"
+            others = sorted(
+                n for n in env if n.split("_", 1)[0] in {"PMI", "PMIX", "OMPI", "SLURM", "PALS", "FLUX", "JSM", "MV2"}
+            )[:8]
+            present = ", ".join(others) or "no process manager variables"
+            raise LaunchError(
+                f"launcher={spec.name}: {required} not found (looked for {looked}); present: {present}"
+            )
+    _check_bounds(values, sources)
+    # A node rank is safe to derive only when every rank is on this node.
+    if values["node_rank"] is None and values["world_size"] is not None:
+        if values["local_world_size"] == values["world_size"]:
+            values["node_rank"], sources["node_rank"] = 0, "0: every rank is on this node"
+    return Ranks(values, sources)
+
+
+def _check_bounds(values: Dict[str, Optional[int]], sources: Dict[str, str]) -> None:
+    for index, size in (("rank", "world_size"), ("local_rank", "local_world_size")):
+        low, high = values[index], values[size]
+        if low is not None and high is not None and low >= high:
+            raise LaunchError(f"{index} {low} ({sources[index]}) is not below {size} {high} ({sources[size]})")
+    local, world = values["local_world_size"], values["world_size"]
+    if local is not None and world is not None and local > world:
+        raise LaunchError(
+            f"local_world_size {local} ({sources['local_world_size']}) exceeds world_size {world} "
+            f"({sources['world_size']})"
+        )
+
+
+# --- MASTER_ADDR / MASTER_PORT -------------------------------------------------------------------------------
+
+
+def _first_host(source: HostSource, env: Env, read_file: ReadFile) -> Optional[str]:
+    text = env.get(source.var)
+    if not text:
+        return None
+    if source.file:
+        try:
+            text = read_file(text)
+        except OSError as exc:
+            raise LaunchError(f"{source.var}={env[source.var]}: cannot read the host file ({exc.strerror})") from None
+    if source.format == "hostlist":
+        return hostlist.first_host(text)
+    if source.format == "lines":
+        return hostlist.first_in_lines(text, source.skip)
+    if source.format == "words":
+        return hostlist.first_in_words(text, source.skip)
+    raise LaunchError(f"hosts: unknown format {source.format!r} for {source.var} (hostlist, lines, words)")
+
+
+def master_addr(
+    spec: LauncherSpec, ranks: Ranks, master: MasterSpec, env: Env, read_file: ReadFile
+) -> Tuple[Optional[str], str]:
+    if env.get("MASTER_ADDR"):
+        return None, "kept from the environment"
+    if master.addr:
+        return master.addr, "master.addr"
+    world, local = ranks["world_size"], ranks["local_world_size"]
+    if world is not None and (world == 1 or local == world):
+        return "127.0.0.1", "every rank is on this node"
+    for source in spec.hosts:
+        host = _first_host(source, env, read_file)
+        if host:
+            return host, f"first host of {source.var}"
+    return None, "unknown"
+
+
+def master_port(spec: LauncherSpec, master: MasterSpec, env: Env) -> Tuple[Optional[int], str]:
+    if env.get("MASTER_PORT"):
+        return None, "kept from the environment"
+    if master.port is not None:
+        return master.port, "master.port"
+    for name in spec.job_id:
+        job = env.get(name)
+        if job:
+            # Same job, same port on every rank; different jobs sharing a node rarely collide.
+            number = int(job) if job.isdigit() and len(job) < 19 else zlib.crc32(job.encode())
+            return master.port_base + number % max(master.port_span, 1), f"from {name}={job}"
+    return master.default_port, "master.default_port"
+
+
+# --- the whole rank ------------------------------------------------------------------------------------------
+
+
+def resolve(plan: Plan, env: Env, extra_args: List[str], read_file: ReadFile = read_text_file) -> Launch:
+    """This rank's command and environment."""
+    spec, why = choose_launcher(plan, env)
+    ranks = resolve_ranks(spec, env)
+    changes: List[Change] = []
+    notes: List[str] = []
+
+    for name in RANK_FIELDS:
+        value = ranks[name]
+        if value is None:
+            continue
+        for exported in getattr(plan.export, name):
+            changes.append(Change(exported, str(value), f"{name} <- {ranks.sources[name]}"))
+
+    addr, addr_why = master_addr(spec, ranks, plan.master, env, read_file)
+    if addr is not None:
+        changes.append(Change("MASTER_ADDR", addr, addr_why))
+    elif addr_why == "unknown" and ranks["rank"] == 0:
+        notes.append(
+            "MASTER_ADDR not set: ranks span several nodes and launcher="
+            f"{spec.name} gives no host list; set master.addr=HOST or export MASTER_ADDR"
+        )
+    port, port_why = master_port(spec, plan.master, env)
+    if port is not None:
+        changes.append(Change("MASTER_PORT", str(port), port_why))
+
+    for name, value in plan.env.items():
+        changes.append(Change(name, value, "env." + name + (" (unset)" if value is None else "")))
+
+    child = dict(env)
+    for change in changes:
+        if change.value is None:
+            child.pop(change.name, None)
+        else:
+            child[change.name] = change.value
+    argv = [*plan.argv, *plan.args, *extra_args]
+    return Launch(spec.name, why, ranks, argv, child, changes, notes)

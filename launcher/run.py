@@ -1,0 +1,81 @@
+"""Become the script: ``os.execve`` in place of this process, or, for a dry run, say what that would do.
+
+Exec rather than a child process: the process manager keeps tracking the same pid, its signals reach the script
+directly, inherited descriptors such as PMI's ``PMI_FD`` stay open, the exit code is the script's own, and no
+helper stays resident (peers.md D.2).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import List, NoReturn, Optional, TextIO
+
+from launcher.errors import LaunchError
+from launcher.plan import Plan
+from launcher.resolve import Launch
+from launcher.schema import RANK_FIELDS
+
+
+def _quote(argv: List[str]) -> str:
+    import shlex  # only for what a human reads
+
+    return " ".join(shlex.quote(arg) for arg in argv)
+
+
+def _rank_label(launch: Launch) -> str:
+    world = launch.ranks["world_size"]
+    return f"rank {launch.ranks['rank']}" + (f"/{world}" if world is not None else "")
+
+
+def find_program(name: str, path: Optional[str]) -> str:
+    """``name`` as exec would find it on ``path`` (no_python=true), or a clear error."""
+    if os.sep in name:
+        candidates = [name]
+    else:
+        candidates = [os.path.join(d or ".", name) for d in (path or os.defpath).split(os.pathsep)]
+    for candidate in candidates:
+        if os.path.isfile(candidate) and os.access(candidate, os.X_OK):
+            return candidate
+    raise LaunchError(f"no_python=true: {name!r} is not an executable file" + ("" if os.sep in name else " on PATH"))
+
+
+def describe(launch: Launch, out: TextIO) -> None:
+    """The dry run: where each number came from, every env change, and the command."""
+    print(f"ds-helper dry run: {_rank_label(launch)}, launcher={launch.launcher} ({launch.why})", file=out)
+    for name in RANK_FIELDS:
+        value = launch.ranks[name]
+        shown = "-" if value is None else str(value)
+        print(f"  {name:<17} {shown:<8} {launch.ranks.sources[name] or 'not given by the manager'}", file=out)
+    print("  environment:", file=out)
+    for change in launch.changes:
+        value = "(unset)" if change.value is None else change.value
+        print(f"    {change.name}={value}    # {change.why}", file=out)
+    for note in launch.notes:
+        print(f"  note: {note}", file=out)
+    print(f"  command: {_quote(launch.argv)}", file=out)
+
+
+def should_log(plan: Plan, launch: Launch) -> bool:
+    return not plan.log.quiet and (plan.log.all_ranks or launch.ranks["rank"] == 0)
+
+
+def become(plan: Plan, launch: Launch) -> NoReturn:
+    """Replace this process with the script. Returns only by raising LaunchError."""
+    if plan.dry_run:
+        describe(launch, sys.stdout)
+        sys.stdout.flush()
+        raise SystemExit(0)
+    program = launch.argv[0]
+    if not os.path.isabs(program) or not os.path.isfile(program):
+        program = find_program(program, launch.env.get("PATH"))
+    if should_log(plan, launch):
+        for note in launch.notes:
+            print(f"ds-helper: note: {note}", file=sys.stderr)
+        print(f"ds-helper: {_rank_label(launch)} launcher={launch.launcher}: {_quote(launch.argv)}", file=sys.stderr)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        os.execve(program, launch.argv, launch.env)
+    except OSError as exc:
+        raise LaunchError(f"cannot run {program}: {exc.strerror}") from None

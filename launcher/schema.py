@@ -1,0 +1,140 @@
+"""The shape of a composed ds-helper config, as dataclasses.
+
+Hydra validates every YAML file and override against these classes (they are registered as structured configs
+in ``compose``), and the rest of the pipeline reads them as plain typed objects. Standard library only: the
+per-rank fast path imports this module too. Field types stay within what OmegaConf supports (str, int, bool,
+Optional, List, Dict, Any), and every field's ``help`` metadata is what ``ds-helper --help`` prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from launcher.placement import BindSpec
+
+RANK_FIELDS = ("rank", "local_rank", "world_size", "local_world_size", "node_rank")
+"""The five numbers a process manager tells each rank, in the order they are resolved and shown."""
+
+
+def _help(text: str) -> Dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class HostSource:
+    """Where a manager lists the hosts of the job, so every rank can name the first one without talking."""
+
+    var: str = field(metadata=_help("environment variable holding the list, or naming a file that holds it"))
+    format: str = field(
+        default="hostlist",
+        metadata=_help("hostlist (Slurm's node[1-4] form), lines (one host per line), words (space-separated)"),
+    )
+    file: bool = field(default=False, metadata=_help("the variable names a file whose contents are the list"))
+    skip: int = field(
+        default=0, metadata=_help("lines or words to skip first (LSF's rankfile starts with the launch node)")
+    )
+
+
+@dataclass
+class LauncherSpec:
+    """One process manager, as data: how to recognise it and where it keeps each rank's numbers.
+
+    Each of the five number fields is an ordered list of sources. A source is an environment variable name
+    (``PMI_RANK``) or a per-node count list indexed by another variable (``SLURM_STEP_TASKS_PER_NODE[SLURM_NODEID]``,
+    Slurm's ``2(x3),1`` form). The first present source gives the value; every other present one must agree.
+    """
+
+    name: str = field(default="???", metadata=_help("the option's name, as in launcher=NAME"))
+    description: str = field(default="", metadata=_help("one line shown by --help"))
+    detect: List[str] = field(
+        default_factory=list, metadata=_help("auto picks this manager only when all of these are set")
+    )
+    exclude: List[str] = field(default_factory=list, metadata=_help("... and none of these is set"))
+    priority: int = field(default=0, metadata=_help("auto tries managers with a higher priority first"))
+    rank: List[str] = field(default_factory=list, metadata=_help("sources of the global rank"))
+    local_rank: List[str] = field(default_factory=list, metadata=_help("sources of the rank on this node"))
+    world_size: List[str] = field(default_factory=list, metadata=_help("sources of the number of ranks"))
+    local_world_size: List[str] = field(default_factory=list, metadata=_help("sources of the ranks on this node"))
+    node_rank: List[str] = field(default_factory=list, metadata=_help("sources of this node's index"))
+    fixed: Dict[str, int] = field(
+        default_factory=dict,
+        metadata=_help("values the manager defines by construction, used when no source is set (e.g. local_rank: 0)"),
+    )
+    hosts: List[HostSource] = field(default_factory=list, metadata=_help("host lists; the first host is MASTER_ADDR"))
+    job_id: List[str] = field(default_factory=list, metadata=_help("variables holding the job id (for MASTER_PORT)"))
+
+
+@dataclass
+class ExportSpec:
+    """The names each resolved number is exported under in the script's environment."""
+
+    rank: List[str] = field(default_factory=lambda: ["RANK"], metadata=_help("names the global rank is set as"))
+    local_rank: List[str] = field(default_factory=lambda: ["LOCAL_RANK"], metadata=_help("... the local rank"))
+    world_size: List[str] = field(default_factory=lambda: ["WORLD_SIZE"], metadata=_help("... the world size"))
+    local_world_size: List[str] = field(
+        default_factory=lambda: ["LOCAL_WORLD_SIZE", "LOCAL_SIZE"], metadata=_help("... (LOCAL_SIZE: DeepSpeed's)")
+    )
+    node_rank: List[str] = field(
+        default_factory=lambda: ["NODE_RANK", "GROUP_RANK"], metadata=_help("... (Lightning and torch read these)")
+    )
+
+
+@dataclass
+class MasterSpec:
+    """The rendezvous address torch.distributed reads as MASTER_ADDR / MASTER_PORT."""
+
+    addr: Optional[str] = field(default=None, metadata=_help("MASTER_ADDR unless the environment already has one"))
+    port: Optional[int] = field(default=None, metadata=_help("MASTER_PORT unless the environment already has one"))
+    default_port: int = field(default=29500, metadata=_help("port when no job id is known (torch's default)"))
+    port_base: int = field(default=20000, metadata=_help("with a job id: port = port_base + job id % port_span"))
+    port_span: int = field(default=10000, metadata=_help("kept below Linux's ephemeral range (32768-60999)"))
+
+
+@dataclass
+class LogSpec:
+    """What ds-helper says on stderr before it becomes the script."""
+
+    all_ranks: bool = field(default=False, metadata=_help("log the command on every rank, not only rank 0"))
+    quiet: bool = field(default=False, metadata=_help("log nothing except errors"))
+
+
+@dataclass
+class Config:
+    """The whole composed config: what ``--cfg job`` prints."""
+
+    launcher: LauncherSpec = field(default_factory=LauncherSpec)
+    bind: BindSpec = field(default_factory=BindSpec)
+    script: Optional[str] = field(default=None, metadata=_help("the script to run (or the module with module=true)"))
+    args: List[str] = field(default_factory=list, metadata=_help("script arguments; those after -- are appended"))
+    module: bool = field(default=False, metadata=_help("run the script as a module: python -m SCRIPT"))
+    no_python: bool = field(default=False, metadata=_help("exec SCRIPT itself (looked up on PATH), no interpreter"))
+    python: Optional[str] = field(default=None, metadata=_help("interpreter (default: the one running ds-helper)"))
+    unbuffered: bool = field(default=True, metadata=_help("pass -u to the interpreter, as DeepSpeed does"))
+    env: Dict[str, Optional[str]] = field(
+        default_factory=dict, metadata=_help("variables to set for the script (null unsets); env.NAME=VALUE")
+    )
+    export: ExportSpec = field(default_factory=ExportSpec)
+    master: MasterSpec = field(default_factory=MasterSpec)
+    log: LogSpec = field(default_factory=LogSpec)
+    dry_run: bool = field(default=False, metadata=_help("print what would run and every env change; start nothing"))
+
+
+def field_help(cls: type) -> Dict[str, str]:
+    """The one-line help of each field of a schema class, by name."""
+    from dataclasses import fields
+
+    return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+
+
+__all__ = [
+    "RANK_FIELDS",
+    "BindSpec",
+    "Config",
+    "ExportSpec",
+    "HostSource",
+    "LauncherSpec",
+    "LogSpec",
+    "MasterSpec",
+    "field_help",
+]

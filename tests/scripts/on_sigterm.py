@@ -1,0 +1,17 @@
+"""Prints its pid, waits for SIGTERM, reports it and exits 7 so the caller can tell the handler ran."""
+
+import os
+import signal
+import sys
+import time
+
+
+def handler(signum, frame):
+    print(f"got signal {signum}", flush=True)
+    sys.exit(7)
+
+
+signal.signal(signal.SIGTERM, handler)
+print(f"ready {os.getpid()}", flush=True)
+time.sleep(60)
+print("no signal arrived", flush=True)
