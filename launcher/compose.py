@@ -6,6 +6,7 @@ directory, no log files, no logging takeover, no ``chdir`` and no ``sys.argv`` p
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List
@@ -13,7 +14,7 @@ from typing import Any, Dict, Iterator, List
 from hydra import compose, initialize_config_dir, initialize_config_module
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
-from hydra.errors import HydraException, MissingConfigException
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -34,11 +35,10 @@ def hydra_context() -> Iterator[None]:
     _register_schema()
     GlobalHydra.instance().clear()
     source_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
-    try:
-        import launcher.conf  # noqa: F401  (installed: the YAML ships inside the package)
-
-        init: Any = initialize_config_module("launcher.conf", version_base="1.3", job_name="ds-helper")
-    except ImportError:
+    init: Any
+    if importlib.util.find_spec("launcher.conf") is not None:  # installed: the YAML ships inside the package
+        init = initialize_config_module("launcher.conf", version_base="1.3", job_name="ds-helper")
+    else:  # a source checkout imported directly
         init = initialize_config_dir(source_dir, version_base="1.3", job_name="ds-helper")
     with init:
         yield
@@ -51,6 +51,8 @@ _NOISE = ("object_type=", "reference_type=", "full_key:", "Set the environment v
 
 def explain(exc: BaseException) -> str:
     """Hydra's and OmegaConf's messages, cut to the lines a user needs (the cause is where the detail is)."""
+    if isinstance(exc, OverrideParseException):
+        return f"bad override {exc.override!r}: {str(exc).splitlines()[0]}"
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and "/" in exc.missing_cfg_file:
         group, _, name = exc.missing_cfg_file.rpartition("/")
         options = ", ".join(exc.options or []) or "none"
@@ -74,8 +76,7 @@ def _group_option(group: str, name: str) -> Dict[str, Any]:
     for source in GlobalHydra.instance().config_loader().get_sources():
         if source.is_config(path):
             result = source.load_config(path)
-            data = OmegaConf.to_container(result.config, resolve=False)
-            assert isinstance(data, dict)
+            data: Dict[str, Any] = OmegaConf.to_container(result.config, resolve=False)  # type: ignore[assignment]
             if "defaults" in data:
                 raise LaunchError(f"{path}: a launcher option is a flat file; it cannot have a defaults list")
             return data

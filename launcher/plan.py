@@ -30,6 +30,8 @@ class Plan:
     auto: bool
     fallback: Optional[LauncherSpec]
     """With launcher=auto: used when no manager's variables are present at all (a standalone process)."""
+    evidence: List[str]
+    """With launcher=auto: any of these set means a manager started this rank, so no standalone fallback."""
     argv: List[str]
     """The command before any arguments: [python, -u, script], [python, -u, -m, module] or [program]."""
     args: List[str]
@@ -58,7 +60,7 @@ def _build(cls: Any, data: Any, where: str) -> Any:
 
 
 def _launcher_from(data: Any, where: str) -> LauncherSpec:
-    spec = _build(LauncherSpec, data, where)
+    spec: LauncherSpec = _build(LauncherSpec, data, where)
     spec.hosts = [_build(HostSource, h, f"{where}.hosts") for h in spec.hosts]
     return spec
 
@@ -75,7 +77,7 @@ def plan_from_json(text: str, where: str = "plan") -> Plan:
     if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT or "plan" not in data:
         found = data.get("format") if isinstance(data, dict) else None
         raise LaunchError(f"{where}: plan format {found!r} is not the format {PLAN_FORMAT} this ds-helper reads")
-    plan = _build(Plan, data["plan"], where)
+    plan: Plan = _build(Plan, data["plan"], where)
     plan.launchers = [_launcher_from(item, f"{where}.launchers") for item in plan.launchers]
     if plan.fallback is not None:
         plan.fallback = _launcher_from(plan.fallback, f"{where}.fallback")
@@ -108,16 +110,21 @@ def _command(config: Config) -> List[str]:
 def make_plan(config: Config, candidates: List[LauncherSpec]) -> Plan:
     """The plan of a composed config; ``candidates`` are every launcher option when launcher=auto."""
     auto = config.launcher.name == "auto"
+    evidence: List[str] = []
     if auto:
         detectable = [spec for spec in candidates if spec.detect]
         launchers = sorted(detectable, key=lambda spec: -spec.priority)
         fallback = next((spec for spec in candidates if spec.name == "local"), None)
+        # A manager's first signature variable (SLURM_STEP_ID, not SLURM_PROCID, which an sbatch script's
+        # own environment has too), and the rank variables several managers share (auto.yaml).
+        evidence = sorted({spec.detect[0] for spec in launchers} | set(config.launcher.evidence))
     else:
         launchers, fallback = [config.launcher], None
     return Plan(
         launchers=launchers,
         auto=auto,
         fallback=fallback,
+        evidence=evidence,
         argv=_command(config),
         args=[str(arg) for arg in config.args],
         env=dict(config.env),

@@ -21,6 +21,7 @@ Env = Mapping[str, str]
 ReadFile = Callable[[str], str]
 
 _INDEXED = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\[([A-Za-z_][A-Za-z0-9_]*)\]$")
+_MANAGER_PREFIXES = {"PMI", "PMIX", "MPI", "OMPI", "SLURM", "PALS", "FLUX", "JSM", "MV2", "I"}
 _MAX_INT = 1 << 31  # far above any real rank count; keeps absurd values out of ports and core maths
 
 
@@ -83,14 +84,14 @@ def choose_launcher(plan: Plan, env: Env) -> Tuple[LauncherSpec, str]:
             return spec, f"auto: {', '.join(spec.detect)} set" + (
                 f", none of {', '.join(spec.exclude)}" if spec.exclude else ""
             )
-    # Nothing matched. A standalone run is fine, but a rank variable with no recognisable manager around it
-    # means a manager we do not know or a half-broken environment: starting as rank 0 of 1 would be a lie.
-    seen = sorted({name for spec in plan.launchers for name in spec.rank if name in env})
+    # Nothing matched. A standalone run is fine, but a manager's variable with no recognisable manager around
+    # it means a manager we do not know or a half-broken environment: starting as rank 0 of 1 would be a lie.
+    seen = [name for name in plan.evidence if name in env]
     if seen or plan.fallback is None:
         found = ", ".join(f"{name}={env[name]}" for name in seen) or "none"
         options = ", ".join(spec.name for spec in plan.launchers)
         raise LaunchError(
-            f"launcher=auto: no process manager recognised (rank variables present: {found}); "
+            f"launcher=auto: no process manager recognised (its variables present: {found}); "
             f"choose one with launcher=NAME ({options})"
         )
     return plan.fallback, f"auto: no process manager's variables set, so {plan.fallback.name}"
@@ -148,13 +149,9 @@ def resolve_ranks(spec: LauncherSpec, env: Env) -> Ranks:
     for required in ("rank", "local_rank"):
         if values[required] is None:
             looked = ", ".join(getattr(spec, required)) or "none"
-            others = sorted(
-                n for n in env if n.split("_", 1)[0] in {"PMI", "PMIX", "OMPI", "SLURM", "PALS", "FLUX", "JSM", "MV2"}
-            )[:8]
+            others = sorted(n for n in env if n.split("_", 1)[0] in _MANAGER_PREFIXES)[:8]
             present = ", ".join(others) or "no process manager variables"
-            raise LaunchError(
-                f"launcher={spec.name}: {required} not found (looked for {looked}); present: {present}"
-            )
+            raise LaunchError(f"launcher={spec.name}: {required} not found (looked for {looked}); present: {present}")
     _check_bounds(values, sources)
     # A node rank is safe to derive only when every rank is on this node.
     if values["node_rank"] is None and values["world_size"] is not None:
@@ -257,8 +254,8 @@ def resolve(plan: Plan, env: Env, extra_args: List[str], read_file: ReadFile = r
     if port is not None:
         changes.append(Change("MASTER_PORT", str(port), port_why))
 
-    for name, value in plan.env.items():
-        changes.append(Change(name, value, "env." + name + (" (unset)" if value is None else "")))
+    for name, setting in plan.env.items():
+        changes.append(Change(name, setting, "env." + name + (" (unset)" if setting is None else "")))
 
     child = dict(env)
     for change in changes:

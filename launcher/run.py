@@ -44,13 +44,13 @@ def describe(launch: Launch, out: TextIO) -> None:
     """The dry run: where each number came from, every env change, and the command."""
     print(f"ds-helper dry run: {_rank_label(launch)}, launcher={launch.launcher} ({launch.why})", file=out)
     for name in RANK_FIELDS:
-        value = launch.ranks[name]
-        shown = "-" if value is None else str(value)
+        number = launch.ranks[name]
+        shown = "-" if number is None else str(number)
         print(f"  {name:<17} {shown:<8} {launch.ranks.sources[name] or 'not given by the manager'}", file=out)
     print("  environment:", file=out)
     for change in launch.changes:
-        value = "(unset)" if change.value is None else change.value
-        print(f"    {change.name}={value}    # {change.why}", file=out)
+        text = "(unset)" if change.value is None else change.value
+        print(f"    {change.name}={text}    # {change.why}", file=out)
     for note in launch.notes:
         print(f"  note: {note}", file=out)
     print(f"  command: {_quote(launch.argv)}", file=out)

@@ -63,6 +63,10 @@ class LauncherSpec:
     )
     hosts: List[HostSource] = field(default_factory=list, metadata=_help("host lists; the first host is MASTER_ADDR"))
     job_id: List[str] = field(default_factory=list, metadata=_help("variables holding the job id (for MASTER_PORT)"))
+    evidence: List[str] = field(
+        default_factory=list,
+        metadata=_help("launcher=auto only: variables that mean some manager started this rank (no standalone run)"),
+    )
 
 
 @dataclass

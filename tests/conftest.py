@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -50,7 +50,8 @@ def openmpi(n: int, *args: str, mpirun_flags: tuple[str, ...] = ("--bind-to", "n
 
 def json_lines(text: str) -> List[dict]:
     """The JSON objects a run printed, one per line, sorted by RANK (or rank) when present."""
-    rows = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    # Managers forward each rank's output in chunks, so two ranks' lines may share a line: find the objects.
+    rows = [json.loads(match) for match in re.findall(r"\{[^{}]*\}", text)]
     return sorted(rows, key=lambda r: int(r.get("RANK") or r.get("rank") or 0))
 
 

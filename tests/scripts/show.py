@@ -9,5 +9,5 @@ NAMES = ["RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "LOCAL_SIZE", "
 extra = [name for name in os.environ.get("SHOW_ALSO", "").split(",") if name]
 report = {name: os.environ.get(name) for name in NAMES + extra}
 report.update(argv=sys.argv[1:], pid=os.getpid(), cpus=sorted(os.sched_getaffinity(0)), module=__name__,
-              unbuffered=not sys.stdout.line_buffering and sys.flags.unbuffered == 1)
+              unbuffered="-u" in sys.orig_argv)
 print(json.dumps(report), flush=True)
