@@ -5,7 +5,8 @@ Standard library only: this runs on every rank's start-up path.
 Accepted spellings (Hydra hands ``bind.cores`` over as any of these, see hydra.md 4.5):
 
 * a string in the cpuset/taskset syntax: ``'0-31'``, ``'1,3-5,7'``, ``'0-31:2'`` (stride, util-linux
-  ``taskset``/``cpulist_parse`` meaning: every 2nd CPU of 0..31), whitespace around items is ignored;
+  ``taskset``/``cpulist_parse`` meaning: every 2nd CPU of 0..31); ASCII whitespace around items,
+  dashes and colons is ignored;
 * an ``int`` (one CPU);
 * a list/tuple (or any non-string ``Sequence``, e.g. OmegaConf's ``ListConfig``) of ints and/or such strings.
 
@@ -27,7 +28,11 @@ MAX_CPUS = 65536
 
 # ASCII digits only: ``\d`` would accept e.g. Arabic-Indic digits, which int() happily converts.
 # At most 6 digits per number so int() never sees a huge string (Python 3.11 raises ValueError past 4300).
-_ITEM = re.compile(r"([0-9]{1,6})(?:-([0-9]{1,6})(?::([0-9]{1,6}))?)?", re.ASCII)
+_ITEM = re.compile(
+    r"([0-9]{1,6})(?:\s*-\s*([0-9]{1,6})(?:\s*:\s*([0-9]{1,6}))?)?", re.ASCII
+)
+# Same shape with unbounded numbers: tells "too large" apart from garbage.
+_LONG_ITEM = re.compile(r"[0-9]+(?:\s*-\s*[0-9]+(?:\s*:\s*[0-9]+)?)?", re.ASCII)
 
 
 def _err(what: str, message: str) -> LaunchError:
@@ -39,6 +44,11 @@ def _show(text: str, limit: int = 40) -> str:
     if len(text) > limit:
         text = text[:limit] + "..."
     return repr(text)
+
+
+def _show_obj(value: object, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def _check_id(cpu: int, what: str, shown: str) -> None:
@@ -63,7 +73,7 @@ def _add_text(text: str, mask: bytearray, what: str) -> None:
                 raise _err(
                     what, f"empty item in {_show(text)} (doubled or trailing comma?)"
                 )
-            if re.fullmatch(r"[0-9]+(?:-[0-9]+)?(?::[0-9]+)?", item, re.ASCII):
+            if _LONG_ITEM.fullmatch(item):
                 raise _err(
                     what,
                     f"number too large in {_show(item)} (CPU ids must be below {MAX_CPUS})",
@@ -102,7 +112,7 @@ def _add_value(value: object, mask: bytearray, what: str) -> None:
         return
     raise _err(
         what,
-        f"expected a CPU id or a range string, got {type(value).__name__} {_show(repr(value))}",
+        f"expected a CPU id or a range string, got {type(value).__name__} {_show_obj(value)}",
     )
 
 
@@ -126,14 +136,14 @@ def parse_cpus(value: object, *, what: str = "bind.cores") -> tuple[int, ...]:
             else:
                 raise _err(
                     what,
-                    f"list items must be CPU ids or range strings, got {type(item).__name__} {_show(repr(item))}",
+                    f"list items must be CPU ids or range strings, got {type(item).__name__} {_show_obj(item)}",
                 )
     elif value is None:
         raise _err(what, "no CPU list given (None)")
     else:
         raise _err(
             what,
-            f"expected a CPU list like '0-3,8-11', an int or a list, got {type(value).__name__} {_show(repr(value))}",
+            f"expected a CPU list like '0-3,8-11', an int or a list, got {type(value).__name__} {_show_obj(value)}",
         )
     # bytes.find skips runs of zeros in C, so a sparse mask is cheap to read back.
     cpus: list[int] = []
