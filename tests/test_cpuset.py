@@ -28,7 +28,10 @@ class FakeListConfig(UserList):  # type: ignore[type-arg]
         ("1-9:4", (1, 5, 9)),
         ("3-3", (3,)),
         ("0-0:5", (0,)),
-        (" 0 - 3 , 8-11 ", (0, 1, 2, 3, 8, 9, 10, 11)),  # whitespace around items and dashes
+        (
+            " 0 - 3 , 8-11 ",
+            (0, 1, 2, 3, 8, 9, 10, 11),
+        ),  # whitespace around items and dashes
         ("8,2-6", (2, 3, 4, 5, 6, 8)),  # any order (DeepSpeed refuses this)
         ("1,1,0-2", (0, 1, 2)),  # overlaps collapse
         ("007", (7,)),  # Hydra passes 007 as the string '007'
@@ -62,7 +65,10 @@ def test_spellings(value: object, expected: tuple[int, ...]) -> None:
         ("0-31:2/8", "is not a CPU number"),
         ("0x1F", "is not a CPU number"),
         ("1.5", "is not a CPU number"),
-        ("\u0663", "is not a CPU number"),  # ARABIC-INDIC DIGIT THREE: int() would accept it
+        (
+            "\u0663",
+            "is not a CPU number",
+        ),  # ARABIC-INDIC DIGIT THREE: int() would accept it
         ("", "bind.cores: empty CPU list ''"),
         ("   ", "bind.cores: empty CPU list"),
         ("0-31:0", "bind.cores: stride must be at least 1 in '0-31:0'"),
@@ -71,7 +77,10 @@ def test_spellings(value: object, expected: tuple[int, ...]) -> None:
         ("99999999999", "number too large"),
         ("0-65536", "CPU id 65536 in '0-65536' is too large"),
         (f"{MAX_CPUS}", "too large"),
-        ("9" * 5000, "number too large"),  # would be a ValueError from int() on Python 3.11+
+        (
+            "9" * 5000,
+            "number too large",
+        ),  # would be a ValueError from int() on Python 3.11+
         (True, "got the boolean True"),
         (False, "got the boolean False"),
         (1.0, "got float"),
@@ -89,7 +98,10 @@ def test_spellings(value: object, expected: tuple[int, ...]) -> None:
         ({0: 1}, "got dict"),
         ({0, 1}, "got set"),
         (b"0-3", "got bytes"),
-        ("0-3\n4", "'0-3\\n4' is not a CPU number"),  # newline shown escaped: still one line
+        (
+            "0-3\n4",
+            "'0-3\\n4' is not a CPU number",
+        ),  # newline shown escaped: still one line
     ],
 )
 def test_errors(value: object, message: str) -> None:
@@ -138,7 +150,9 @@ def test_format(cpus: list[int], text: str) -> None:
     assert format_cpus(cpus) == text
 
 
-cpu_sets = st.sets(st.integers(min_value=0, max_value=MAX_CPUS - 1), min_size=1, max_size=300)
+cpu_sets = st.sets(
+    st.integers(min_value=0, max_value=MAX_CPUS - 1), min_size=1, max_size=300
+)
 
 
 @given(cpu_sets)
@@ -155,7 +169,9 @@ def test_roundtrip(cpus: set[int]) -> None:
     st.integers(min_value=1, max_value=50),
 )
 def test_stride_matches_range(a: int, length: int, step: int) -> None:
-    assert parse_cpus(f"{a}-{a + length}:{step}") == tuple(range(a, a + length + 1, step))
+    assert parse_cpus(f"{a}-{a + length}:{step}") == tuple(
+        range(a, a + length + 1, step)
+    )
 
 
 def _only_launch_error(value: object) -> None:
@@ -171,7 +187,12 @@ def _only_launch_error(value: object) -> None:
 
 
 @settings(max_examples=400)
-@given(st.text(alphabet=st.sampled_from("0123456789-,: \t\nabx/.") | st.characters(), max_size=60))
+@given(
+    st.text(
+        alphabet=st.sampled_from("0123456789-,: \t\nabx/.") | st.characters(),
+        max_size=60,
+    )
+)
 def test_random_text_only_launch_error(text: str) -> None:
     _only_launch_error(text)
 
@@ -193,6 +214,12 @@ scalars = st.one_of(
 
 
 @settings(max_examples=300)
-@given(st.one_of(scalars, st.lists(scalars, max_size=8), st.lists(st.lists(scalars, max_size=3), max_size=3)))
+@given(
+    st.one_of(
+        scalars,
+        st.lists(scalars, max_size=8),
+        st.lists(st.lists(scalars, max_size=3), max_size=3),
+    )
+)
 def test_random_values_only_launch_error(value: object) -> None:
     _only_launch_error(value)

@@ -27,7 +27,11 @@ def test_xeon_2s_ht() -> None:
     t = load("xeon-2s-ht")
     assert t.cpus == tuple(range(112))
     assert node_cpus(t) == {0: "0-27,56-83", 1: "28-55,84-111"}
-    assert t.siblings[0] == (0, 56) and t.siblings[56] == (0, 56) and t.siblings[55] == (55, 111)
+    assert (
+        t.siblings[0] == (0, 56)
+        and t.siblings[56] == (0, 56)
+        and t.siblings[55] == (55, 111)
+    )
     assert t.package[27] == 0 and t.package[28] == 1 and t.package[84] == 1
     assert dict(t.nodes[0].distance) == {0: 10, 1: 21}
     assert t.memory_only_nodes == ()
@@ -38,7 +42,12 @@ def test_xeon_2s_ht() -> None:
 
 def test_xeon_snc2() -> None:
     t = load("xeon-2s-ht-snc2")
-    assert node_cpus(t) == {0: "0-13,56-69", 1: "14-27,70-83", 2: "28-41,84-97", 3: "42-55,98-111"}
+    assert node_cpus(t) == {
+        0: "0-13,56-69",
+        1: "14-27,70-83",
+        2: "28-41,84-97",
+        3: "42-55,98-111",
+    }
     assert dict(t.nodes[1].distance) == {0: 11, 1: 10, 2: 21, 3: 21}
     assert [n.id for n in t.cpu_nodes] == [0, 1, 2, 3]
 
@@ -59,7 +68,12 @@ def test_xeon_max_flat_hbm() -> None:
 def test_epyc_nps4() -> None:
     t = load("epyc-nps4")
     assert t.cpus == tuple(range(128))
-    assert node_cpus(t) == {0: "0-15,64-79", 1: "16-31,80-95", 2: "32-47,96-111", 3: "48-63,112-127"}
+    assert node_cpus(t) == {
+        0: "0-15,64-79",
+        1: "16-31,80-95",
+        2: "32-47,96-111",
+        3: "48-63,112-127",
+    }
     assert set(t.package.values()) == {0}
     assert t.siblings[16] == (16, 80)
 
@@ -183,6 +197,8 @@ def test_cgroup_cpus_v2_and_v1(tmp_path: Path) -> None:
     assert cgroup_cpus(tmp_path) == (0, 1, 2, 3, 8)
     (tmp_path / "proc/self/cgroup").write_text("3:cpuset:/slurm/uid_1/job_7\n0::/\n")
     (tmp_path / "sys/fs/cgroup/cpuset/slurm/uid_1/job_7").mkdir(parents=True)
-    (tmp_path / "sys/fs/cgroup/cpuset/slurm/uid_1/job_7/cpuset.effective_cpus").write_text("4-5\n")
+    (
+        tmp_path / "sys/fs/cgroup/cpuset/slurm/uid_1/job_7/cpuset.effective_cpus"
+    ).write_text("4-5\n")
     assert cgroup_cpus(tmp_path) == (4, 5)
     assert cgroup_cpus(tmp_path / "nowhere") is None

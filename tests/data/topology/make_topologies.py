@@ -39,7 +39,9 @@ class Machine:
     nodes_per_socket: int  # CPU NUMA nodes per socket (SNC / NPS)
     hbm_nodes: int  # memory-only nodes, numbered after the CPU nodes
     distance: list[list[int]]  # full SLIT matrix over all nodes
-    core_ids: list[int]  # value of core_id for the i-th core of a socket (Intel has gaps)
+    core_ids: list[
+        int
+    ]  # value of core_id for the i-th core of a socket (Intel has gaps)
 
 
 def write(path: Path, text: str) -> None:
@@ -71,7 +73,9 @@ def generate(m: Machine) -> None:
     cpu_nodes = m.sockets * m.nodes_per_socket
     per_node = m.cores_per_socket // m.nodes_per_socket
     all_nodes = list(range(cpu_nodes + m.hbm_nodes))
-    assert len(m.distance) == len(all_nodes) and all(len(r) == len(all_nodes) for r in m.distance)
+    assert len(m.distance) == len(all_nodes) and all(
+        len(r) == len(all_nodes) for r in m.distance
+    )
     write(node_dir / "online", fmt(all_nodes))
     write(node_dir / "possible", fmt(all_nodes))
     write(node_dir / "has_cpu", fmt(list(range(cpu_nodes))))
@@ -85,7 +89,10 @@ def generate(m: Machine) -> None:
         else:
             cpus = []
         write(node_dir / f"node{node}" / "cpulist", fmt(cpus))
-        write(node_dir / f"node{node}" / "distance", " ".join(str(d) for d in m.distance[node]))
+        write(
+            node_dir / f"node{node}" / "distance",
+            " ".join(str(d) for d in m.distance[node]),
+        )
 
 
 # Cascade Lake / Ice Lake style core_id values: 28 ids with gaps (our code must not rely on core_id).
@@ -144,7 +151,13 @@ def record_this_machine(dest: Path) -> None:
         for name in ("thread_siblings_list", "physical_package_id", "core_id"):
             files.append(cpu_path / "topology" / name)
     if src_node.is_dir():
-        for name in ("online", "possible", "has_cpu", "has_memory", "has_normal_memory"):
+        for name in (
+            "online",
+            "possible",
+            "has_cpu",
+            "has_memory",
+            "has_normal_memory",
+        ):
             files.append(src_node / name)
         for node_path in sorted(src_node.glob("node[0-9]*")):
             files += [node_path / "cpulist", node_path / "distance"]
