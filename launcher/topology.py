@@ -1,0 +1,250 @@
+"""CPU / NUMA topology read from sysfs, plus the CPUs this process may use.
+
+Standard library only, no subprocess: we read the same files ``numactl --hardware`` and ``lscpu`` read,
+instead of parsing their output once per rank as DeepSpeed does (deepspeed-launcher.md 3.1, 3.6).
+
+``read_topology(root)`` takes a root directory so tests can point it at recorded trees under
+``tests/data/topology/<machine>/``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from launcher.cpuset import parse_cpus
+from launcher.errors import LaunchError
+
+_CPU_DIR = "sys/devices/system/cpu"
+_NODE_DIR = "sys/devices/system/node"
+
+#: Linux's REMOTE_DISTANCE: SLIT distances below it mean "near" memory. On-package HBM in flat mode shows
+#: up at 12-13 from its own CPU node, a remote socket at 21+ (see tests/data/topology/README.md).
+NEAR_DISTANCE = 20
+
+
+@dataclass(frozen=True)
+class NumaNode:
+    """One NUMA node as sysfs describes it."""
+
+    id: int
+    cpus: tuple[
+        int, ...
+    ]  # online CPUs of the node; () for memory-only nodes (HBM flat mode, CXL expanders)
+    has_memory: bool  # listed in node/has_memory
+    distance: Mapping[int, int] = field(
+        default_factory=dict
+    )  # node id -> SLIT distance (10 = local)
+
+    @property
+    def memory_only(self) -> bool:
+        return self.has_memory and not self.cpus
+
+
+@dataclass(frozen=True)
+class Topology:
+    """What binding needs to know about the machine.
+
+    All CPU ids are Linux logical CPU numbers (the ``N`` of ``cpuN``).
+    """
+
+    cpus: tuple[int, ...]  # online CPUs
+    nodes: Mapping[
+        int, NumaNode
+    ]  # node id -> node (every online node, memory-only ones included)
+    siblings: Mapping[
+        int, tuple[int, ...]
+    ]  # cpu -> hardware threads of its core (itself included)
+    package: Mapping[int, int]  # cpu -> physical package (socket) id
+    numa_from_sysfs: bool = True  # False when sysfs had no node directory (non-NUMA kernel): one made-up node 0
+
+    @property
+    def cpu_nodes(self) -> tuple[NumaNode, ...]:
+        """Nodes that have CPUs, by id."""
+        return tuple(n for _, n in sorted(self.nodes.items()) if n.cpus)
+
+    @property
+    def memory_only_nodes(self) -> tuple[NumaNode, ...]:
+        """Nodes with memory and no CPUs (flat-mode HBM, CXL memory expanders), by id."""
+        return tuple(n for _, n in sorted(self.nodes.items()) if n.memory_only)
+
+    def node_of(self, cpu: int) -> int | None:
+        for node in self.nodes.values():
+            if cpu in node.cpus:
+                return node.id
+        return None
+
+    def near_memory_node(self, node_id: int) -> int | None:
+        """The closest memory-only node to a CPU node if it counts as near (HBM), else None.
+
+        A memory-only node qualifies when its distance is below NEAR_DISTANCE and below the distance to every
+        other CPU node: on-package HBM (13) does, a CXL expander or the other socket's HBM (23+) does not.
+        Ties go to the lower node id. Without distance information nothing qualifies.
+        """
+        node = self.nodes.get(node_id)
+        if node is None or not node.distance:
+            return None
+        other_cpu = [
+            node.distance[n.id]
+            for n in self.cpu_nodes
+            if n.id != node_id and n.id in node.distance
+        ]
+        limit = min([NEAR_DISTANCE, *other_cpu])
+        best: tuple[int, int] | None = None
+        for mem in self.memory_only_nodes:
+            d = node.distance.get(mem.id)
+            if d is not None and d < limit and (best is None or (d, mem.id) < best):
+                best = (d, mem.id)
+        return None if best is None else best[1]
+
+    def core_key(self, cpu: int) -> tuple[int, ...]:
+        """Identifies the physical core of ``cpu``: its sibling set."""
+        return self.siblings.get(cpu, (cpu,))
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="ascii", errors="replace").strip()
+    except OSError:
+        return None
+
+
+def _read_list(path: Path) -> tuple[int, ...] | None:
+    """A sysfs cpulist/nodelist file; '' (e.g. cpulist of a memory-only node) is the empty tuple."""
+    text = _read(path)
+    if text is None:
+        return None
+    if not text:
+        return ()
+    return parse_cpus(text, what=str(path))
+
+
+def _read_int(path: Path) -> int | None:
+    text = _read(path)
+    if text is None or not re.fullmatch(r"-?[0-9]{1,9}", text):
+        return None
+    return int(text)
+
+
+def _numbered(directory: Path, prefix: str) -> tuple[int, ...]:
+    """Ids of ``<prefix>N`` entries of a directory (fallback when an ``online`` file is missing)."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return ()
+    pattern = re.compile(re.escape(prefix) + r"([0-9]{1,5})")
+    return tuple(
+        sorted(int(m.group(1)) for name in names if (m := pattern.fullmatch(name)))
+    )
+
+
+def read_topology(root: str | os.PathLike[str] = "/") -> Topology:
+    """Read the topology under ``root`` (``/`` for the live machine, or a recorded tree).
+
+    Missing pieces degrade gracefully: no ``system/node`` directory means one node 0 holding every CPU;
+    a CPU without ``thread_siblings_list`` is its own core; without ``physical_package_id`` it is package 0.
+    Only a missing CPU list is an error.
+    """
+    base = Path(root)
+    cpu_dir = base / _CPU_DIR
+    node_dir = base / _NODE_DIR
+
+    online = _read_list(cpu_dir / "online")
+    if online is None:
+        online = _numbered(cpu_dir, "cpu")
+    if not online:
+        raise LaunchError(f"cannot read the CPU list from {cpu_dir}/online")
+    online_set = set(online)
+
+    siblings: dict[int, tuple[int, ...]] = {}
+    package: dict[int, int] = {}
+    for cpu in online:
+        topo = cpu_dir / f"cpu{cpu}" / "topology"
+        sib = _read_list(topo / "thread_siblings_list")
+        # Offline siblings are dropped so that every recorded sibling is a CPU we could bind to.
+        siblings[cpu] = tuple(c for c in sib if c in online_set) if sib else (cpu,)
+        if cpu not in siblings[cpu]:
+            siblings[cpu] = tuple(sorted((*siblings[cpu], cpu)))
+        pkg = _read_int(topo / "physical_package_id")
+        package[cpu] = pkg if pkg is not None and pkg >= 0 else 0
+
+    nodes: dict[int, NumaNode] = {}
+    numa = node_dir.is_dir()
+    if numa:
+        node_ids = _read_list(node_dir / "online")
+        if node_ids is None:
+            node_ids = _numbered(node_dir, "node")
+        has_memory = _read_list(node_dir / "has_memory")
+        for nid in node_ids:
+            cpus = _read_list(node_dir / f"node{nid}" / "cpulist") or ()
+            dist_text = _read(node_dir / f"node{nid}" / "distance") or ""
+            values = dist_text.split()
+            distance: dict[int, int] = {}
+            # The distance file has one entry per *online* node, in node-id order (drivers/base/node.c).
+            if len(values) == len(node_ids) and all(
+                v.isascii() and v.isdigit() for v in values
+            ):
+                distance = {
+                    other: int(v) for other, v in zip(node_ids, values, strict=True)
+                }
+            nodes[nid] = NumaNode(
+                id=nid,
+                cpus=tuple(c for c in cpus if c in online_set),
+                has_memory=True if has_memory is None else nid in has_memory,
+                distance=distance,
+            )
+    if not nodes:
+        numa = False
+        nodes[0] = NumaNode(id=0, cpus=online, has_memory=True, distance={0: 10})
+    return Topology(
+        cpus=online,
+        nodes=nodes,
+        siblings=siblings,
+        package=package,
+        numa_from_sysfs=numa,
+    )
+
+
+def usable_cpus() -> tuple[int, ...]:
+    """CPUs this process may run on: its affinity mask.
+
+    On Linux ``sched_getaffinity`` already reflects the cgroup cpuset (containers, Slurm) and any binding a
+    process manager applied before us, so it is the one source of truth; ``cgroup_cpus`` is only for messages.
+    """
+    getaffinity = getattr(os, "sched_getaffinity", None)
+    if getaffinity is None:  # not Linux: assume every CPU
+        return tuple(range(os.cpu_count() or 1))
+    return tuple(sorted(getaffinity(0)))
+
+
+def cgroup_cpus(root: str | os.PathLike[str] = "/") -> tuple[int, ...] | None:
+    """The effective cpuset of this process's cgroup (v2 ``cpuset.cpus.effective`` or v1
+    ``cpuset.effective_cpus``), or None when it cannot be found. Informational only."""
+    base = Path(root)
+    text = _read(base / "proc/self/cgroup")
+    if text is None:
+        return None
+    candidates: list[Path] = []
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        _, controllers, path = parts
+        rel = path.lstrip("/")
+        if controllers == "":  # cgroup v2 unified hierarchy
+            candidates.append(base / "sys/fs/cgroup" / rel / "cpuset.cpus.effective")
+        elif "cpuset" in controllers.split(","):
+            candidates.append(
+                base / "sys/fs/cgroup/cpuset" / rel / "cpuset.effective_cpus"
+            )
+    for candidate in candidates:
+        try:
+            cpus = _read_list(candidate)
+        except LaunchError:
+            cpus = None
+        if cpus:
+            return cpus
+    return None
