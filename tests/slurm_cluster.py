@@ -83,7 +83,18 @@ def client_env(base: dict[str, str] | None = None) -> dict[str, str]:
     """
     env = dict(os.environ if base is None else base)
     for key in list(env):
-        if key.startswith(("SLURM_", "SLURMD_", "PMI_", "PMIX_", "PALS_", "SBATCH_", "SRUN_", "SALLOC_")):
+        if key.startswith(
+            (
+                "SLURM_",
+                "SLURMD_",
+                "PMI_",
+                "PMIX_",
+                "PALS_",
+                "SBATCH_",
+                "SRUN_",
+                "SALLOC_",
+            )
+        ):
             del env[key]
     env.pop(MARKER, None)
     env["SLURM_CONF"] = str(SLURM_CONF)
@@ -94,7 +105,12 @@ def client_env(base: dict[str, str] | None = None) -> dict[str, str]:
 
 def _run(argv: list[str], timeout: float = 10.0) -> subprocess.CompletedProcess:
     return subprocess.run(
-        argv, env=client_env(), capture_output=True, text=True, timeout=timeout, check=False
+        argv,
+        env=client_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -120,7 +136,9 @@ def node_states() -> dict[str, str]:
 def is_up() -> bool:
     """True if our controller answers sinfo and both nodes are usable."""
     states = node_states()
-    return all(states.get(n, "").rstrip("*") in ("idle", "mixed", "allocated") for n in NODES)
+    return all(
+        states.get(n, "").rstrip("*") in ("idle", "mixed", "allocated") for n in NODES
+    )
 
 
 def _free_ports(n: int) -> list[int]:
@@ -268,9 +286,13 @@ def _wait(pred, timeout: float, what: str, procs: list[subprocess.Popen]) -> Non
             return
         for p in procs:
             if p.poll() is not None:
-                raise ClusterError(f"{what}: {p.args[0]} exited with {p.returncode}\n{_logs()}")
+                raise ClusterError(
+                    f"{what}: {p.args[0]} exited with {p.returncode}\n{_logs()}"
+                )
         if time.monotonic() > deadline:
-            raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}\n{_logs()}")
+            raise ClusterError(
+                f"timed out after {timeout:.0f}s waiting for {what}\n{_logs()}"
+            )
         time.sleep(0.2)
 
 
@@ -283,11 +305,15 @@ def start(timeout: float = START_TIMEOUT) -> dict[str, str]:
     if is_up():
         return client_env()
     if os.geteuid() != 0:
-        raise ClusterError("the loopback Slurm cluster needs root (slurmd, munged as munge)")
+        raise ClusterError(
+            "the loopback Slurm cluster needs root (slurmd, munged as munge)"
+        )
     binaries = {n: _find(n) for n in ("munged", "slurmctld", "slurmd", "sinfo", "srun")}
     missing = [n for n, p in binaries.items() if p is None]
     if missing:
-        raise ClusterError(f"missing binaries {missing}; see the apt-get line in {__file__}")
+        raise ClusterError(
+            f"missing binaries {missing}; see the apt-get line in {__file__}"
+        )
     stop()  # leftovers of a half-started or crashed cluster
     for d in (STATE_DIR, _LOG_DIR, _PID_DIR, STATE_DIR / "ctld", STATE_DIR / "spool"):
         d.mkdir(parents=True, exist_ok=True)
@@ -311,19 +337,26 @@ def start(timeout: float = START_TIMEOUT) -> dict[str, str]:
     )
     _wait(_MUNGE_SOCKET.exists, 15, "the munge socket", [munged])
 
-    ctld = _spawn("slurmctld", [binaries["slurmctld"], "-D", "-i", "-f", str(SLURM_CONF)])
+    ctld = _spawn(
+        "slurmctld", [binaries["slurmctld"], "-D", "-i", "-f", str(SLURM_CONF)]
+    )
     daemons = [munged, ctld]
     for node in NODES:
         (STATE_DIR / "spool" / node).mkdir(exist_ok=True)
         daemons.append(
-            _spawn(f"slurmd-{node}", [binaries["slurmd"], "-D", "-N", node, "-f", str(SLURM_CONF)])
+            _spawn(
+                f"slurmd-{node}",
+                [binaries["slurmd"], "-D", "-N", node, "-f", str(SLURM_CONF)],
+            )
         )
     try:
         _wait(is_up, timeout, "both nodes idle in sinfo", daemons)
     except ClusterError:
         logs = _logs()
         stop()
-        raise ClusterError(f"could not start the loopback Slurm cluster\n{logs}") from None
+        raise ClusterError(
+            f"could not start the loopback Slurm cluster\n{logs}"
+        ) from None
     return client_env()
 
 
