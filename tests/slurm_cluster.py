@@ -194,7 +194,7 @@ def _write_config() -> None:
     nodes = "\n".join(
         f"NodeName={n} NodeAddr=127.0.0.1 NodeHostname={host} Port={p} "
         f"CPUs={CPUS_PER_NODE} RealMemory=1000 State=UNKNOWN"
-        for n, p in zip(NODES, node_ports)
+        for n, p in zip(NODES, node_ports, strict=True)
     )
     conf = f"""\
 # Written by tests/slurm_cluster.py: two-node loopback test cluster.
