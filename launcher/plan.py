@@ -43,6 +43,7 @@ class Plan:
     bind: BindSpec = field(default_factory=BindSpec)
     log: LogSpec = field(default_factory=LogSpec)
     dry_run: bool = False
+    die_with_manager: bool = True
 
 
 def _build(cls: Any, data: Any, where: str) -> Any:
@@ -120,6 +121,27 @@ def _bind(spec: BindSpec) -> BindSpec:
     return replace(spec, policy=policy, cores=cores)
 
 
+LOG_PLACEHOLDERS = {"rank": 0, "local_rank": 0, "node_rank": 0}
+
+
+def _check_log(log: LogSpec) -> None:
+    """Bad file name templates fail at compose time, not on every rank; files stay inside log.dir."""
+    for key in ("out", "err", "prefix"):
+        template = getattr(log, key)
+        try:
+            name = template.format(**LOG_PLACEHOLDERS)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise LaunchError(
+                f"log.{key}={template!r}: bad placeholder {exc} (use {{rank}}, {{local_rank}}, {{node_rank}})"
+            ) from None
+        if key != "prefix" and (not name or "/" in name or name in (".", "..")):
+            raise LaunchError(f"log.{key}={template!r}: a file name inside log.dir, without '/'")
+    if log.dir == "":
+        raise LaunchError("log.dir is empty: give a folder, or leave it unset (null)")
+    if log.grace < 0:
+        raise LaunchError(f"log.grace={log.grace}: must not be negative")
+
+
 def make_plan(config: Config, candidates: List[LauncherSpec]) -> Plan:
     """The plan of a composed config; ``candidates`` are every launcher option when launcher=auto."""
     auto = config.launcher.name == "auto"
@@ -133,6 +155,7 @@ def make_plan(config: Config, candidates: List[LauncherSpec]) -> Plan:
         evidence = sorted({spec.detect[0] for spec in launchers} | set(config.launcher.evidence))
     else:
         launchers, fallback = [config.launcher], None
+    _check_log(config.log)
     return Plan(
         launchers=launchers,
         auto=auto,
@@ -146,4 +169,5 @@ def make_plan(config: Config, candidates: List[LauncherSpec]) -> Plan:
         bind=_bind(config.bind),
         log=config.log,
         dry_run=config.dry_run,
+        die_with_manager=config.die_with_manager,
     )
