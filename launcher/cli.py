@@ -142,8 +142,11 @@ def run(request: Request) -> int:
         plan.args = [*plan.args, *request.script_args]
         save_plan(plan, request.save_plan)
         if not plan.log.quiet:
-            print(f"ds-helper: plan saved to {request.save_plan}; start each rank with: "
-                  f"ds-helper --plan {request.save_plan}", file=sys.stderr)
+            print(
+                f"ds-helper: plan saved to {request.save_plan}; start each rank with: "
+                f"ds-helper --plan {request.save_plan}",
+                file=sys.stderr,
+            )
         return 0
     launch = resolve(plan, os.environ, request.script_args)
     become(plan, launch)

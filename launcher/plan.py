@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from launcher.errors import LaunchError
 from launcher.placement import BindSpec
@@ -52,7 +52,7 @@ def _is_str_list(value: Any) -> bool:
 # The scalar and container field types of the plan's dataclasses (annotations are strings here, see
 # ``from __future__``), and what a JSON value of that type looks like. Nested dataclasses are checked by their
 # own ``_build`` call; any other annotation (BindSpec's ``Any``) is left to the code that reads it.
-_JSON_TYPES = {
+_JSON_TYPES: Dict[str, Callable[[Any], bool]] = {
     "str": lambda v: isinstance(v, str),
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "bool": lambda v: isinstance(v, bool),
@@ -60,8 +60,9 @@ _JSON_TYPES = {
     "Optional[int]": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
     "List[str]": _is_str_list,
     "Dict[str, int]": lambda v: isinstance(v, dict) and all(isinstance(x, int) for x in v.values()),
-    "Dict[str, Optional[str]]": lambda v: isinstance(v, dict)
-    and all(x is None or isinstance(x, str) for x in v.values()),
+    "Dict[str, Optional[str]]": lambda v: (
+        isinstance(v, dict) and all(x is None or isinstance(x, str) for x in v.values())
+    ),
 }
 
 
