@@ -13,7 +13,7 @@ from typing import List, Optional
 
 from launcher.argv import Request, parse_argv
 from launcher.errors import LaunchError
-from launcher.schema import Config
+from launcher.schema import Config, LauncherSpec
 
 USAGE = "usage: ds-helper [FLAG ...] [OVERRIDE ...] [SCRIPT [ARG ...]] [-- ARG ...]"
 FLAGS = (
@@ -81,6 +81,21 @@ def print_help() -> None:
     print("\nexample: mpiexec -n 4 ds-helper launcher=mpich script=train.py bind.cores=0-31 -- --lr 3e-4")
 
 
+def compose_request(request: Request) -> tuple[Config, List[LauncherSpec]]:
+    """The config the command line asks for (overrides, positional script, env.*), and auto's candidates."""
+    check_override_keys(request.overrides)
+    if request.script is not None and any(o.lstrip("+").startswith("script=") for o in request.overrides):
+        raise LaunchError(f"script given twice: as script= and as {request.script!r}")
+
+    from launcher.compose import compose_config
+
+    config, candidates = compose_config(request.overrides)
+    if request.script is not None:  # set after composing: a path reaches us verbatim, not via Hydra's grammar
+        config.script = request.script
+    config.env.update(request.env)
+    return config, candidates
+
+
 def run_plan(request: Request, path: str) -> int:
     """``--plan FILE``: the per-rank path. Imports nothing outside the standard library (no compose)."""
     from launcher.plan import load_plan
@@ -118,17 +133,10 @@ def run(request: Request) -> int:
         return run_plan(request, request.plan)
     if request.save_plan is not None and request.show_cfg:
         raise LaunchError("--save-plan cannot be combined with --cfg: --cfg prints the config, --save-plan saves it")
-    check_override_keys(request.overrides)
-    if request.script is not None and any(o.lstrip("+").startswith("script=") for o in request.overrides):
-        raise LaunchError(f"script given twice: as script= and as {request.script!r}")
-
-    from launcher.compose import compose_config, config_yaml
-
-    config, candidates = compose_config(request.overrides)
-    if request.script is not None:  # set after composing: a path reaches us verbatim, not via Hydra's grammar
-        config.script = request.script
-    config.env.update(request.env)
+    config, candidates = compose_request(request)
     if request.show_cfg:
+        from launcher.compose import config_yaml
+
         print(config_yaml(config), end="")
         return 0
 
