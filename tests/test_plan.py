@@ -19,7 +19,6 @@ from test_resolve import _in, load_recorded
 
 from launcher.argv import parse_argv
 from launcher.cli import compose_request
-
 from launcher.errors import LaunchError
 from launcher.plan import PLAN_FORMAT, Plan, make_plan, plan_from_json, plan_to_json
 from launcher.resolve import resolve
