@@ -56,7 +56,7 @@ QUICK_REPEATS = "5,3,2"
 
 
 def _run(argv: Sequence[str], cwd: str, env: Dict[str, str]) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False)
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, check=False)
 
 
 def _children_cpu() -> float:
