@@ -6,6 +6,7 @@ never on the ``--plan FILE`` path, which is what every rank of a large job runs 
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 from dataclasses import fields, is_dataclass
@@ -30,8 +31,6 @@ TOP_LEVEL_KEYS = {f.name for f in fields(Config)}
 
 
 def _suggest(word: str, options: List[str]) -> str:
-    import difflib  # only on an error: not worth its import on every rank's start
-
     close = difflib.get_close_matches(word, options, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
