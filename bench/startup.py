@@ -29,6 +29,10 @@ Columns and how each is measured:
   peak across execve.)
 - ``file sc/rank``: file syscalls (``strace -f -c -e trace=%file,read``) of one whole ``mpiexec`` run, divided
   by N, with nothing subtracted: mpiexec's and its proxy's own calls are in every row (compare with the bare row).
+  The proxy's ``read`` calls follow the ranks' output and run time, so this column is noisy.
+- ``own file sc``: the same count for one rank alone (helper and the script it becomes), strace started inside
+  mpiexec around each rank (``mpiexec -n N sh -c 'exec strace ... -o DIR/rank.$PMI_RANK CMD'``), median over
+  ranks; mpiexec's own calls are not in it.
 
 With ``--deepspeed PYTHON`` a row for DeepSpeed's ``launcher_helper`` (``PYTHON -m
 deepspeed.launcher.launcher_helper --launcher mpich script.py``) is added; PYTHON is an interpreter with
@@ -51,6 +55,7 @@ import time
 from typing import Dict, List, Sequence
 
 DEFAULT_SIZES = "2,8,32"
+_TOTAL = r"^\s*100\.00\s+\S+\s+(?:\S+\s+)?(\d+)\s+(?:\d+\s+)?total"  # strace -c's last line
 DEFAULT_REPEATS = "15,7,5"
 QUICK_REPEATS = "5,3,2"
 
@@ -88,10 +93,27 @@ def file_syscalls(mpiexec: List[str], cmd: List[str], cwd: str, env: Dict[str, s
         result = _run(argv, cwd, env)
         if result.returncode != 0:
             sys.exit(f"strace run failed: {result.stderr.decode()[-2000:]}")
-        match = re.search(r"^\s*100\.00\s+\S+\s+(?:\S+\s+)?(\d+)\s+(?:\d+\s+)?total", out.read(), re.MULTILINE)
+        match = re.search(_TOTAL, out.read(), re.MULTILINE)
     if match is None:
         sys.exit("cannot read strace's summary")
     return int(match.group(1))
+
+
+def rank_file_syscalls(mpiexec: List[str], cmd: List[str], cwd: str, env: Dict[str, str]) -> float:
+    """Median over ranks of one rank's own file syscalls: strace runs inside mpiexec, one summary per rank."""
+    with tempfile.TemporaryDirectory(prefix="ds-bench-strace-") as out:
+        wrapper = 'exec strace -f -c -e trace=%file,read -o "$0/rank.$PMI_RANK" "$@"'
+        result = _run([*mpiexec, "sh", "-c", wrapper, out, *cmd], cwd, env)
+        if result.returncode != 0:
+            sys.exit(f"strace run failed: {result.stderr.decode()[-2000:]}")
+        counts = []
+        for name in os.listdir(out):
+            with open(os.path.join(out, name)) as f:
+                match = re.search(_TOTAL, f.read(), re.MULTILINE)
+            if match is None:
+                sys.exit("cannot read strace's summary")
+            counts.append(int(match.group(1)))
+    return statistics.median(counts)
 
 
 def machine_facts(python: str, ds_helper: str, mpiexec: str) -> List[str]:
@@ -167,6 +189,7 @@ def main() -> None:
                     "cpu": statistics.median(cpus[name]) / n,
                     "rss": peak_rss_mb(mpiexec, dry, work, env),
                     "sc": float("nan") if opts.no_strace else file_syscalls(mpiexec, rows[name][0], work, env) / n,
+                    "own": float("nan") if opts.no_strace else rank_file_syscalls(mpiexec, rows[name][0], work, env),
                 }
             print(f"  ... N={n} done ({rounds} rounds)", file=sys.stderr, flush=True)
 
@@ -175,16 +198,16 @@ def main() -> None:
     for fact in machine_facts(python, ds_helper, opts.mpiexec):
         print(fact)
     print(f"rounds per N: {dict(zip(sizes, repeats))} (interleaved, medians)\n")
-    header = ("N", "row", "wall ms", "x bare", "cpu s/rank", "helper RSS MB", "file sc/rank")
+    header = ("N", "row", "wall ms", "x bare", "cpu s/rank", "helper RSS MB", "file sc/rank", "own file sc")
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---:" if i != 1 else "---" for i in range(len(header))) + "|")
     for n in sizes:
         bare = results[(n, "python script.py")]["wall"]
         for name in rows:
             r = results[(n, name)]
-            sc = "-" if r["sc"] != r["sc"] else f"{r['sc']:.0f}"
+            sc, own = ("-" if r[k] != r[k] else f"{r[k]:.0f}" for k in ("sc", "own"))
             cells = (str(n), name, f"{r['wall'] * 1000:.0f}", f"{r['wall'] / bare:.2f}", f"{r['cpu']:.3f}",
-                     f"{r['rss']:.1f}", sc)
+                     f"{r['rss']:.1f}", sc, own)
             print("| " + " | ".join(cells) + " |")
 
 
