@@ -116,7 +116,7 @@ def rank_file_syscalls(mpiexec: List[str], cmd: List[str], cwd: str, env: Dict[s
     return statistics.median(counts)
 
 
-def machine_facts(python: str, ds_helper: str, mpiexec: str) -> List[str]:
+def machine_facts(python: str, ds_helper: str, mpiexec: str, load: Sequence[float]) -> List[str]:
     cpu = "?"
     try:
         with open("/proc/cpuinfo") as f:
@@ -129,7 +129,7 @@ def machine_facts(python: str, ds_helper: str, mpiexec: str) -> List[str]:
                  dict(os.environ)).stdout.decode().split()
     return [
         f"cpu: {cpu}, {os.cpu_count()} CPUs (ranks beyond that are oversubscribed); load average at start: "
-        f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}",
+        f"{', '.join(f'{x:.2f}' for x in load)}",
         f"kernel {platform.release()}; python {platform.python_version()} ({python}); "
         f"hydra-core {hydra[0] if hydra else '?'}, omegaconf {hydra[1] if len(hydra) > 1 else '?'}",
         f"{mpiexec} {mpi.group(1) if mpi else '?'}; ds-helper: {ds_helper}",
@@ -145,6 +145,7 @@ def main() -> None:
     parser.add_argument("--no-strace", action="store_true", help="skip the file syscall column")
     parser.add_argument("--deepspeed", metavar="PYTHON", help="add DeepSpeed's launcher_helper, run by PYTHON")
     opts = parser.parse_args()
+    load = os.getloadavg()
 
     sizes = [int(n) for n in opts.sizes.split(",")]
     repeats = [int(r) for r in (opts.repeats or (QUICK_REPEATS if opts.quick else DEFAULT_REPEATS)).split(",")]
@@ -195,7 +196,7 @@ def main() -> None:
 
     command = " ".join(["python", "bench/startup.py", *sys.argv[1:]])
     print(f"command: {command}")
-    for fact in machine_facts(python, ds_helper, opts.mpiexec):
+    for fact in machine_facts(python, ds_helper, opts.mpiexec, load):
         print(fact)
     print(f"rounds per N: {dict(zip(sizes, repeats))} (interleaved, medians)\n")
     header = ("N", "row", "wall ms", "x bare", "cpu s/rank", "helper RSS MB", "file sc/rank", "own file sc")
