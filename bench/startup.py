@@ -173,7 +173,7 @@ def main() -> None:
             rows["deepspeed launcher_helper"] = ([*helper, "script.py"], [opts.deepspeed, "-c", "import deepspeed"])
 
         results: Dict[tuple[int, str], Dict[str, float]] = {}
-        for n, rounds in zip(sizes, repeats):
+        for n, rounds in zip(sizes, repeats, strict=True):
             mpiexec = [opts.mpiexec, "-n", str(n)]
             for cmd, _ in rows.values():
                 timed([*mpiexec, *cmd], work, env)  # warm-up: page cache, .pyc
@@ -198,7 +198,7 @@ def main() -> None:
     print(f"command: {command}")
     for fact in machine_facts(python, ds_helper, opts.mpiexec, load):
         print(fact)
-    print(f"rounds per N: {dict(zip(sizes, repeats))} (interleaved, medians)\n")
+    print(f"rounds per N: {dict(zip(sizes, repeats, strict=True))} (interleaved, medians)\n")
     header = ("N", "row", "wall ms", "x bare", "cpu s/rank", "helper RSS MB", "file sc/rank", "own file sc")
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---:" if i != 1 else "---" for i in range(len(header))) + "|")
