@@ -41,6 +41,9 @@ class Request:
     show_cfg: Optional[str] = None  # --cfg job|all
     help: bool = False
     debug: bool = False
+    dry_run: bool = False  # --dry-run (also added to overrides as dry_run=true)
+    save_plan: Optional[str] = None  # --save-plan FILE: compose once, write the plan, start nothing
+    plan: Optional[str] = None  # --plan FILE: the per-rank path, no composition
 
 
 def _quote_list_value(override: str) -> str:
@@ -78,7 +81,15 @@ def parse_argv(argv: List[str]) -> Request:
                 raise LaunchError(f"--cfg {value}: expected --cfg job or --cfg all")
             request.show_cfg = value
         elif token == "--dry-run":
+            request.dry_run = True
             request.overrides.append("dry_run=true")
+        elif token in ("--save-plan", "--plan") or token.startswith(("--save-plan=", "--plan=")):
+            flag = token.partition("=")[0]
+            value = token.partition("=")[2] if "=" in token else _take_value(argv, index, flag)
+            index += 0 if "=" in token else 1
+            if not value:
+                raise LaunchError(f"{flag} needs a file name")
+            setattr(request, flag[2:].replace("-", "_"), value)
         elif token == "--launcher" or token.startswith("--launcher="):
             value = token.partition("=")[2] if "=" in token else _take_value(argv, index, "--launcher")
             index += 0 if "=" in token else 1
