@@ -7,6 +7,10 @@ import time
 
 
 def handler(signum, frame):
+    # Also as a file: a manager tearing the job down may drop output still in flight.
+    if "SIGNAL_DIR" in os.environ:
+        with open(os.path.join(os.environ["SIGNAL_DIR"], str(os.getpid())), "w") as record:
+            record.write(f"got signal {signum}\n")
     print(f"got signal {signum}", flush=True)
     sys.exit(7)
 
