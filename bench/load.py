@@ -87,8 +87,9 @@ def main() -> int:
             token = f"load-{uuid.uuid4().hex}"
             argv = [args.manager, "-n", str(args.ranks), *commands[mode], token]
             start = time.perf_counter()
-            result = subprocess.run(argv, cwd=work, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                                    timeout=600)
+            result = subprocess.run(
+                argv, cwd=work, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600
+            )
             times.append(time.perf_counter() - start)
             problem = check(result, args.ranks)
             left = leftovers(token)
@@ -96,8 +97,11 @@ def main() -> int:
             if problem or left:
                 bad.append(problem or f"{len(left)} processes left")
         failures += len(bad)
-        print(f"| {mode} | {args.launches} | {args.launches - len(bad)} | {len(bad)} | {stray} | "
-              f"{statistics.median(times):.2f} | {max(times):.2f} |", flush=True)
+        print(
+            f"| {mode} | {args.launches} | {args.launches - len(bad)} | {len(bad)} | {stray} | "
+            f"{statistics.median(times):.2f} | {max(times):.2f} |",
+            flush=True,
+        )
         for problem in sorted(set(bad))[:5]:
             print(f"    {mode}: {problem}")
     shutil.rmtree(work)

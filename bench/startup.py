@@ -55,6 +55,26 @@ import time
 from typing import Dict, List, Sequence
 
 DEFAULT_SIZES = "2,8,32"
+DEEPSPEED_VENV = os.path.join(
+    os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ds-helper-bench", "deepspeed-venv"
+)
+
+
+def deepspeed_python() -> str:
+    """An interpreter with DeepSpeed, in a venv of the benchmark's own, made on first use (a few minutes)."""
+    python = os.path.join(DEEPSPEED_VENV, "bin", "python")
+    check = subprocess.run([python, "-c", "import deepspeed"], capture_output=True) if os.path.exists(python) else None
+    if check is not None and check.returncode == 0:
+        return python
+    print(f"installing DeepSpeed into {DEEPSPEED_VENV} (once) ...", file=sys.stderr)
+    subprocess.run([sys.executable, "-m", "venv", DEEPSPEED_VENV], check=True)
+    pip = [python, "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, "torch==2.13.0", "setuptools", "wheel"], check=True)  # the CPU build on this machine
+    # DeepSpeed ships as a source package; build none of its C++/CUDA ops, as on a CPU-only node.
+    subprocess.run([*pip, "--no-build-isolation", "deepspeed"], check=True, env={**os.environ, "DS_BUILD_OPS": "0"})
+    return python
+
+
 _TOTAL = r"^\s*100\.00\s+\S+\s+(?:\S+\s+)?(\d+)\s+(?:\d+\s+)?total"  # strace -c's last line
 DEFAULT_REPEATS = "15,7,5"
 QUICK_REPEATS = "5,3,2"
@@ -125,8 +145,15 @@ def machine_facts(python: str, ds_helper: str, mpiexec: str, load: Sequence[floa
         pass
     version = _run([mpiexec, "--version"], "/", dict(os.environ)).stdout.decode()
     mpi = re.search(r"Version:\s*(\S+)", version)
-    hydra = _run([python, "-c", "import hydra, omegaconf; print(hydra.__version__, omegaconf.__version__)"], "/",
-                 dict(os.environ)).stdout.decode().split()
+    hydra = (
+        _run(
+            [python, "-c", "import hydra, omegaconf; print(hydra.__version__, omegaconf.__version__)"],
+            "/",
+            dict(os.environ),
+        )
+        .stdout.decode()
+        .split()
+    )
     return [
         f"cpu: {cpu}, {os.cpu_count()} CPUs (ranks beyond that are oversubscribed); load average at start: "
         f"{', '.join(f'{x:.2f}' for x in load)}",
@@ -143,7 +170,14 @@ def main() -> None:
     parser.add_argument("--repeats", default=None, help=f"rounds per N (default {DEFAULT_REPEATS})")
     parser.add_argument("--mpiexec", default="mpiexec.mpich")
     parser.add_argument("--no-strace", action="store_true", help="skip the file syscall column")
-    parser.add_argument("--deepspeed", metavar="PYTHON", help="add DeepSpeed's launcher_helper, run by PYTHON")
+    parser.add_argument(
+        "--deepspeed",
+        nargs="?",
+        const="install",
+        metavar="PYTHON",
+        help="add DeepSpeed's launcher_helper, run by PYTHON; without PYTHON, a venv of its own is made (once) in "
+        f"{DEEPSPEED_VENV} with CPU torch==2.13.0 and deepspeed",
+    )
     opts = parser.parse_args()
     load = os.getloadavg()
 
@@ -164,10 +198,14 @@ def main() -> None:
                 sys.exit(saved.stderr.decode())
         rows: Dict[str, tuple[List[str], List[str]]] = {  # name -> (command, its dry-run twin for RSS)
             "python script.py": ([python, "script.py"], [python, "script.py"]),
-            "ds-helper (compose)": ([ds_helper, "log.quiet=true", "script=script.py"],
-                                    [ds_helper, "log.quiet=true", "script=script.py", "dry_run=true"]),
+            "ds-helper (compose)": (
+                [ds_helper, "log.quiet=true", "script=script.py"],
+                [ds_helper, "log.quiet=true", "script=script.py", "dry_run=true"],
+            ),
             "ds-helper --plan": ([ds_helper, "--plan", "plan.json"], [ds_helper, "--plan", "plan-dry.json"]),
         }
+        if opts.deepspeed == "install":
+            opts.deepspeed = deepspeed_python()
         if opts.deepspeed:
             helper = [opts.deepspeed, "-m", "deepspeed.launcher.launcher_helper", "--launcher", "mpich"]
             rows["deepspeed launcher_helper"] = ([*helper, "script.py"], [opts.deepspeed, "-c", "import deepspeed"])
@@ -207,8 +245,16 @@ def main() -> None:
         for name in rows:
             r = results[(n, name)]
             sc, own = ("-" if r[k] != r[k] else f"{r[k]:.0f}" for k in ("sc", "own"))
-            cells = (str(n), name, f"{r['wall'] * 1000:.0f}", f"{r['wall'] / bare:.2f}", f"{r['cpu']:.3f}",
-                     f"{r['rss']:.1f}", sc, own)
+            cells = (
+                str(n),
+                name,
+                f"{r['wall'] * 1000:.0f}",
+                f"{r['wall'] / bare:.2f}",
+                f"{r['cpu']:.3f}",
+                f"{r['rss']:.1f}",
+                sc,
+                own,
+            )
             print("| " + " | ".join(cells) + " |")
 
 

@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from launcher.errors import LaunchError
 from launcher.placement import BindSpec
@@ -44,6 +44,9 @@ class Plan:
     log: LogSpec = field(default_factory=LogSpec)
     dry_run: bool = False
     die_with_manager: bool = True
+    run_mode: str = "exec"
+    in_process_blocker: Optional[str] = None
+    """With run_mode=inprocess: why this plan needs a fresh interpreter after all (None: it does not)."""
 
 
 def _is_str_list(value: Any) -> bool:
@@ -57,6 +60,7 @@ _JSON_TYPES: Dict[str, Callable[[Any], bool]] = {
     "str": lambda v: isinstance(v, str),
     "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
     "bool": lambda v: isinstance(v, bool),
+    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
     "Optional[str]": lambda v: v is None or isinstance(v, str),
     "Optional[int]": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
     "List[str]": _is_str_list,
@@ -204,6 +208,31 @@ def _check_log(log: LogSpec) -> None:
         raise LaunchError(f"log.grace={log.grace}: must not be negative")
 
 
+RUN_MODES = ("exec", "inprocess")
+
+
+def in_process_blocker(config: Config) -> Optional[str]:
+    """Why a script cannot run inside ds-helper's own interpreter, or None when it can (README: run_mode)."""
+    if config.no_python:
+        return "no_python=true runs a program, not a Python script"
+    if config.python and os.path.realpath(config.python) != os.path.realpath(sys.executable):
+        return f"python={config.python} is not the interpreter running ds-helper"
+    if config.log.tee:
+        return "log.tee=true needs a supervising process"
+    starting = sorted(name for name in config.env if name.startswith("PYTHON"))
+    if starting:
+        return f"env sets {', '.join(starting)}, which act only when an interpreter starts"
+    return None
+
+
+def python_target(argv: List[str]) -> Tuple[bool, str, bool]:
+    """(module?, script or module name, unbuffered?) of a command built by ``_command`` for Python."""
+    rest = argv[1:]
+    if "-m" in rest:
+        return True, rest[rest.index("-m") + 1], "-u" in rest
+    return False, rest[-1], "-u" in rest
+
+
 def make_plan(config: Config, candidates: List[LauncherSpec]) -> Plan:
     """The plan of a composed config; ``candidates`` are every launcher option when launcher=auto."""
     auto = config.launcher.name == "auto"
@@ -218,6 +247,8 @@ def make_plan(config: Config, candidates: List[LauncherSpec]) -> Plan:
     else:
         launchers, fallback = [config.launcher], None
     _check_log(config.log)
+    if config.run_mode not in RUN_MODES:
+        raise LaunchError(f"run_mode={config.run_mode}: expected one of {', '.join(RUN_MODES)}")
     return Plan(
         launchers=launchers,
         auto=auto,
@@ -232,4 +263,6 @@ def make_plan(config: Config, candidates: List[LauncherSpec]) -> Plan:
         log=config.log,
         dry_run=config.dry_run,
         die_with_manager=config.die_with_manager,
+        run_mode=config.run_mode,
+        in_process_blocker=in_process_blocker(config) if config.run_mode == "inprocess" else None,
     )

@@ -13,7 +13,7 @@ import sys
 from typing import List, NoReturn, Optional, TextIO
 
 from launcher.errors import LaunchError
-from launcher.plan import Plan
+from launcher.plan import Plan, python_target
 from launcher.resolve import Launch
 from launcher.schema import RANK_FIELDS
 
@@ -41,7 +41,7 @@ def find_program(name: str, path: Optional[str]) -> str:
     raise LaunchError(f"no_python=true: {name!r} is not an executable file" + ("" if os.sep in name else " on PATH"))
 
 
-def describe(launch: Launch, out: TextIO) -> None:
+def describe(plan: Plan, launch: Launch, out: TextIO) -> None:
     """The dry run: where each number came from, every env change, and the command."""
     print(f"ds-helper dry run: {_rank_label(launch)}, launcher={launch.launcher} ({launch.why})", file=out)
     for name in RANK_FIELDS:
@@ -59,6 +59,10 @@ def describe(launch: Launch, out: TextIO) -> None:
     for note in launch.notes:
         print(f"  note: {note}", file=out)
     print(f"  command: {_quote(launch.argv)}", file=out)
+    if plan.run_mode == "inprocess":
+        blocker = in_process_blocker(plan, launch)
+        how = "in ds-helper's interpreter" if blocker is None else f"by exec ({blocker})"
+        print(f"  run_mode=inprocess: the script runs {how}", file=out)
 
 
 def should_log(plan: Plan, launch: Launch) -> bool:
@@ -155,10 +159,73 @@ def _supervisor_argv(plan: Plan, launch: Launch, program: str, names: dict[str, 
     return [sys.executable, "-m", "launcher.supervise", json.dumps(spec)]
 
 
+def in_process_blocker(plan: Plan, launch: Launch) -> Optional[str]:
+    """Why this rank must exec after all with run_mode=inprocess (None: it may run in this interpreter)."""
+    if plan.run_mode != "inprocess":
+        return "run_mode=exec"
+    if plan.in_process_blocker:
+        return plan.in_process_blocker
+    if os.path.realpath(launch.argv[0]) != os.path.realpath(sys.executable):
+        return f"the plan's interpreter {launch.argv[0]} is not the one running ds-helper ({sys.executable})"
+    return None
+
+
+def run_in_process(plan: Plan, launch: Launch) -> NoReturn:
+    """Run the Python script in this interpreter, as ``python [-u] SCRIPT ARGS`` would (README: run_mode).
+
+    What ``exec`` gets from the kernel is done by hand: the environment, argv, ``sys.path[0]``, ``__main__``,
+    unbuffered output, and Python's own ending (exit code, traceback and exit 1, death by SIGINT).
+    """
+    import runpy
+
+    module, target, unbuffered = python_target(plan.argv)
+    args = launch.argv[len(plan.argv) :]
+    os.environ.clear()
+    os.environ.update(launch.env)
+    for name in [name for name in sys.modules if name == "launcher" or name.startswith("launcher.")]:
+        del sys.modules[name]  # so that a user module named `launcher` is the user's
+    if unbuffered:
+        for stream in (sys.stdout, sys.stderr):
+            stream.reconfigure(write_through=True)  # type: ignore[union-attr]
+    try:
+        if module:
+            sys.argv = [target, *args]
+            sys.path[0] = os.getcwd()  # python -m puts the current directory first
+            runpy.run_module(target, run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = [target, *args]
+            sys.path[0] = os.path.dirname(os.path.abspath(target))  # python SCRIPT puts its folder first
+            runpy.run_path(target, run_name="__main__")
+    except SystemExit:
+        raise
+    except KeyboardInterrupt:
+        _report_uncaught()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # Python ends by the signal, so the manager sees it
+        os.kill(os.getpid(), signal.SIGINT)
+    except BaseException:  # noqa: B036 - the script's own exception, reported as Python would
+        _report_uncaught()
+        raise SystemExit(1) from None
+    raise SystemExit(0)
+
+
+def _report_uncaught() -> None:
+    """Python's traceback of the script's exception, without ds-helper's and runpy's frames."""
+    kind, value, tb = sys.exc_info()
+    while tb is not None and tb.tb_frame.f_code.co_filename in (_THIS_FILE, "<frozen runpy>", _RUNPY_FILE):
+        tb = tb.tb_next
+    if value is not None:
+        value.__traceback__ = tb  # the hook prints value.__traceback__, not the tb argument, on 3.11+
+    sys.excepthook(kind, value, tb)  # type: ignore[arg-type]
+
+
+_THIS_FILE = _report_uncaught.__code__.co_filename
+_RUNPY_FILE = os.path.join(os.path.dirname(os.__file__), "runpy.py")
+
+
 def become(plan: Plan, launch: Launch) -> NoReturn:
     """Replace this process with the script. Returns only by raising LaunchError."""
     if plan.dry_run:
-        describe(launch, sys.stdout)
+        describe(plan, launch, sys.stdout)
         sys.stdout.flush()
         raise SystemExit(0)
     program = launch.argv[0]
@@ -180,6 +247,8 @@ def become(plan: Plan, launch: Launch) -> NoReturn:
     sys.stderr.flush()
     if names is not None and not plan.log.tee:
         _redirect(names)
+    if in_process_blocker(plan, launch) is None:
+        run_in_process(plan, launch)
     try:
         os.execve(program, argv, launch.env)
     except OSError as exc:

@@ -132,6 +132,13 @@ class Config:
     master: MasterSpec = field(default_factory=MasterSpec)
     log: LogSpec = field(default_factory=LogSpec)
     dry_run: bool = field(default=False, metadata=_help("print what would run and every env change; start nothing"))
+    run_mode: str = field(
+        default="exec",
+        metadata=_help(
+            "exec: become the script; inprocess: run a Python script in ds-helper's interpreter when "
+            "the rules allow (one interpreter start less; README)"
+        ),
+    )
     die_with_manager: bool = field(
         default=True, metadata=_help("SIGKILL the script if the process that started it dies (no orphans)")
     )
