@@ -24,7 +24,7 @@ FLAGS = (
     ("--launcher NAME, --module, --no_python,", ""),
     ("--bind_cores_to_rank, --bind_core_list L", "DeepSpeed launcher_helper's flags, same meaning"),
 )
-TOP_LEVEL_KEYS = {f.name for f in fields(Config)}
+TOP_LEVEL_KEYS = {f.name for f in fields(Config)} | {"recipe"}
 
 
 def _suggest(word: str, options: List[str]) -> str:

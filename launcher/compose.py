@@ -18,6 +18,7 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from launcher import recipe as recipes
 from launcher.errors import LaunchError
 from launcher.schema import Config, LauncherSpec
 
@@ -112,11 +113,50 @@ def _typed(cfg: DictConfig) -> Config:
     return config
 
 
+def _register_recipes(loaded: List[recipes.Loaded]) -> None:
+    """Only the recipes this composition needs, under group ``recipe``: ds-helper decides which file wins."""
+    store = ConfigStore.instance()
+    store.repo.pop("recipe", None)
+    for item in loaded:
+        try:
+            node = OmegaConf.create(item.text)
+        except (OmegaConfBaseException, ValueError) as exc:
+            raise LaunchError(f"{item.recipe.path}: {explain(exc)}") from None
+        store.store(group="recipe", name=item.recipe.name, node=node, package="_global_")
+
+
+def _recipe_override(overrides: List[str]) -> tuple[List[str], List[recipes.Loaded]]:
+    """``recipe=NAME`` or ``recipe=path.yaml`` -> the override Hydra composes, and the recipes it builds on."""
+    rest = [o for o in overrides if o.lstrip("+").partition("=")[0] != "recipe"]
+    chosen = [o.partition("=")[2] for o in overrides if o.lstrip("+").partition("=")[0] == "recipe"]
+    if not chosen:
+        return overrides, []
+    if len(chosen) > 1:
+        raise LaunchError(f"recipe given {len(chosen)} times: {', '.join('recipe=' + c for c in chosen)}")
+    value = chosen[0].strip("'\"")
+    name, visible = recipes.select(value)
+    loaded = recipes.chain(name, visible)
+    _register_recipes(loaded)
+    return [f"recipe={name}", *rest], loaded
+
+
+def _compose_recipe_errors(overrides: List[str]) -> DictConfig:
+    try:
+        return compose(config_name="config", overrides=overrides)
+    except MissingConfigException as exc:
+        if exc.missing_cfg_file and exc.missing_cfg_file.startswith("recipe/"):
+            # A recipe is registered only with the recipes it builds on: name the real options.
+            names = ", ".join(sorted(recipes.available())) or "none"
+            raise LaunchError(f"{exc.missing_cfg_file}: no such recipe (available: {names})") from None
+        raise
+
+
 def compose_config(overrides: List[str]) -> tuple[Config, List[LauncherSpec]]:
     """The composed, validated config, and with launcher=auto every candidate launcher."""
     with hydra_context():
         try:
-            cfg = compose(config_name="config", overrides=overrides)
+            overrides, _ = _recipe_override(overrides)
+            cfg = _compose_recipe_errors(overrides)
             config = _typed(cfg)
             candidates = load_launchers() if config.launcher.name == "auto" else []
         except (HydraException, OmegaConfBaseException) as exc:
