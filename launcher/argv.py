@@ -41,6 +41,9 @@ class Request:
     show_cfg: Optional[str] = None  # --cfg job|all
     help: bool = False
     debug: bool = False
+    list_recipes: bool = False  # --list-recipes
+    check: Optional[List[str]] = None  # --check [FILE|FOLDER ...]: recipes to validate (empty: the whole path)
+    provenance: bool = False  # --provenance: which layer set each value
 
 
 def _quote_list_value(override: str) -> str:
@@ -77,6 +80,13 @@ def parse_argv(argv: List[str]) -> Request:
             if value not in ("job", "all"):
                 raise LaunchError(f"--cfg {value}: expected --cfg job or --cfg all")
             request.show_cfg = value
+        elif token == "--list-recipes":
+            request.list_recipes = True
+        elif token == "--check":
+            request.check = argv[index + 1 :]
+            break
+        elif token in ("--provenance", "--explain"):
+            request.provenance = True
         elif token == "--dry-run":
             request.overrides.append("dry_run=true")
         elif token == "--launcher" or token.startswith("--launcher="):

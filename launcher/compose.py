@@ -7,9 +7,11 @@ directory, no log files, no logging takeover, no ``chdir`` and no ``sys.argv`` p
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import re
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional
 
 from hydra import compose, initialize_config_dir, initialize_config_module
 from hydra.core.config_store import ConfigStore
@@ -166,3 +168,132 @@ def compose_config(overrides: List[str]) -> tuple[Config, List[LauncherSpec]]:
 
 def config_yaml(config: Config) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(config))
+
+
+# ------------------------------------------------------------------------------------------ recipes: --check
+
+_FULL_KEY = re.compile(r"full_key: (\S+)")
+
+
+def _line_of(exc: BaseException, lines: Dict[str, int]) -> Optional[int]:
+    """The line of the key a Hydra/OmegaConf error is about, when it is in this file."""
+    seen: Optional[BaseException] = exc
+    while seen is not None:
+        match = _FULL_KEY.search(str(seen))
+        if match:
+            key = match.group(1)
+            while key:
+                if key in lines:
+                    return lines[key]
+                key = key.rpartition(".")[0]
+        seen = seen.__cause__
+    return None
+
+
+def check_recipe(path: str) -> List[recipes.Problem]:
+    """Every problem of one recipe file: YAML, data safety, then a real composition validated by the schema.
+
+    The file's own folder is searched first for the recipes it builds on. A recipe need not name a script: the
+    script is usually given at launch (``ds-helper recipe=x train.py``), and a launch without one is refused then.
+    """
+    text = recipes.read(path)
+    _, lines, problems = recipes.load(path, text)
+    if problems:
+        return problems
+    name = os.path.basename(path).rsplit(".", 1)[0]
+    if not path.endswith(".yaml") or not recipes.NAME.match(name):
+        return [recipes.Problem(path, None, "a recipe file is NAME.yaml, NAME of letters, digits, _ . -")]
+    visible = recipes.available(extra_first=os.path.dirname(os.path.abspath(path)))
+    visible[name] = recipes.Recipe(name, os.path.abspath(path), "checked")
+    with hydra_context():
+        try:
+            _register_recipes(recipes.chain(name, visible))
+            _typed(compose(config_name="config", overrides=[f"recipe={name}"]))
+        except LaunchError as exc:
+            return [recipes.Problem(path, None, str(exc))]
+        except (HydraException, OmegaConfBaseException) as exc:
+            return [recipes.Problem(path, _line_of(exc, lines), explain(exc))]
+    return []
+
+
+# ------------------------------------------------------------------------------------ --provenance / --explain
+
+
+def _leaves(node: Any, prefix: str = "") -> Dict[str, Any]:
+    """Dotted key -> value for every leaf; lists are leaves, an empty mapping is a leaf too."""
+    if isinstance(node, dict) and node:
+        out: Dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_leaves(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def _plain(cfg: DictConfig) -> Dict[str, Any]:
+    data: Dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    data.pop("hydra", None)
+    return data
+
+
+def provenance(overrides: List[str], script: Optional[str], env: Dict[str, Optional[str]]) -> List[str]:
+    """``key: value  # layer`` for every leaf of the composed config, the layer being the last one to change it.
+
+    Composes in layers, each diffed with the one before: the schema's defaults, the chosen launcher and bind
+    options, each recipe (bases first), then the command line. Off the per-rank path: only --provenance runs it.
+    """
+    with hydra_context():
+        try:
+            overrides, loaded = _recipe_override(overrides)
+            final = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+            _typed(final)
+            chosen = {group: str(final.hydra.runtime.choices[group]) for group in GROUPS}
+            groups = [f"{group}={option}" for group, option in chosen.items()]
+            layers: List[tuple[str, Dict[str, Any]]] = [
+                ("default (schema)", _leaves(OmegaConf.to_container(OmegaConf.structured(Config))))
+            ]
+            base = _leaves(_plain(compose(config_name="config", overrides=groups)))
+            layers.append(("group", base))
+            for item in loaded:
+                label = f"recipe {item.recipe.name} ({item.recipe.path})"
+                recipe_overrides = [*groups, f"recipe={item.recipe.name}"]
+                layers.append((label, _leaves(_plain(compose(config_name="config", overrides=recipe_overrides)))))
+            layers.append(("command line", _leaves(_plain(final))))
+        except (HydraException, OmegaConfBaseException) as exc:
+            raise LaunchError(explain(exc)) from exc
+    last = layers[-1][1]
+    if script is not None:
+        last["script"] = script
+    if env and last.get("env") == {}:
+        del last["env"]
+    for name, value in env.items():
+        last[f"env.{name}"] = value
+    source_dir = "launcher.conf" if importlib.util.find_spec("launcher.conf") is not None else "conf"
+    lines = []
+    for group in GROUPS:
+        who = _choice_source(group, overrides, loaded)
+        lines.append(f"# {group}={chosen[group]}  ({who})")
+    for key, value in last.items():
+        source = "default (schema)"
+        previous: Dict[str, Any] = {}
+        for label, values in layers:
+            if key in values and (key not in previous or previous[key] != values[key]):
+                source = label
+            previous = values
+        if source == "group":
+            group = key.split(".", 1)[0]
+            source = (
+                f"{group} option {chosen[group]} ({source_dir}/{group}/{chosen[group]}.yaml)"
+                if group in GROUPS
+                else "config.yaml"
+            )
+        lines.append(f"{key}: {json.dumps(value)}  # {source}")
+    return lines
+
+
+def _choice_source(group: str, overrides: List[str], loaded: List[recipes.Loaded]) -> str:
+    if any(o.lstrip("+").partition("=")[0] == group for o in overrides):
+        return "command line"
+    for item in reversed(loaded):
+        if group in recipes.choices(item.data):
+            return f"recipe {item.recipe.name} ({item.recipe.path})"
+    return "config.yaml default"
