@@ -92,7 +92,8 @@ def list_recipes() -> int:
         for index, item in enumerate([found[name], *found[name].shadows]):
             origin = "shipped" if item.origin == recipes.SHIPPED else item.origin
             if index == 0 and item.shadows:
-                where = f"{origin}  (shadows {', '.join(s.path for s in item.shadows)})"
+                hidden = ", ".join("shipped" if s.origin == recipes.SHIPPED else s.origin for s in item.shadows)
+                where = f"{origin}  (shadows {name} of {hidden})"
             elif index > 0:
                 where = f"{origin}  [shadowed by {found[name].path}]"
             else:

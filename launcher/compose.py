@@ -229,9 +229,12 @@ def _leaves(node: Any, prefix: str = "") -> Dict[str, Any]:
     return {prefix[:-1]: node}
 
 
+def _without_hydra(cfg: DictConfig) -> DictConfig:
+    return OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+
+
 def _plain(cfg: DictConfig) -> Dict[str, Any]:
-    data: Dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
-    data.pop("hydra", None)
+    data: Dict[str, Any] = OmegaConf.to_container(_without_hydra(cfg), resolve=True)  # type: ignore[assignment]
     return data
 
 
@@ -245,7 +248,7 @@ def provenance(overrides: List[str], script: Optional[str], env: Dict[str, Optio
         try:
             overrides, loaded = _recipe_override(overrides)
             final = compose(config_name="config", overrides=overrides, return_hydra_config=True)
-            _typed(final)
+            _typed(_without_hydra(final))
             chosen = {group: str(final.hydra.runtime.choices[group]) for group in GROUPS}
             groups = [f"{group}={option}" for group, option in chosen.items()]
             layers: List[tuple[str, Dict[str, Any]]] = [
@@ -267,7 +270,6 @@ def provenance(overrides: List[str], script: Optional[str], env: Dict[str, Optio
         del last["env"]
     for name, value in env.items():
         last[f"env.{name}"] = value
-    source_dir = "launcher.conf" if importlib.util.find_spec("launcher.conf") is not None else "conf"
     lines = []
     for group in GROUPS:
         who = _choice_source(group, overrides, loaded)
@@ -282,7 +284,7 @@ def provenance(overrides: List[str], script: Optional[str], env: Dict[str, Optio
         if source == "group":
             group = key.split(".", 1)[0]
             source = (
-                f"{group} option {chosen[group]} ({source_dir}/{group}/{chosen[group]}.yaml)"
+                f"{group} option {chosen[group]} (conf/{group}/{chosen[group]}.yaml)"
                 if group in GROUPS
                 else "config.yaml"
             )
