@@ -230,7 +230,7 @@ def _leaves(node: Any, prefix: str = "") -> Dict[str, Any]:
 
 
 def _without_hydra(cfg: DictConfig) -> DictConfig:
-    return OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    return OmegaConf.masked_copy(cfg, [str(key) for key in cfg if key != "hydra"])
 
 
 def _plain(cfg: DictConfig) -> Dict[str, Any]:
