@@ -173,6 +173,7 @@ def config_yaml(config: Config) -> str:
 # ------------------------------------------------------------------------------------------ recipes: --check
 
 _FULL_KEY = re.compile(r"full_key: (\S+)")
+_COMPOSING = re.compile(r"^In '[^']*': \w+ raised while composing config:; ")
 
 
 def _line_of(exc: BaseException, lines: Dict[str, int]) -> Optional[int]:
@@ -212,7 +213,8 @@ def check_recipe(path: str) -> List[recipes.Problem]:
         except LaunchError as exc:
             return [recipes.Problem(path, None, str(exc))]
         except (HydraException, OmegaConfBaseException) as exc:
-            return [recipes.Problem(path, _line_of(exc, lines), explain(exc))]
+            message = _COMPOSING.sub("", explain(exc))
+            return [recipes.Problem(path, _line_of(exc, lines), message)]
     return []
 
 
