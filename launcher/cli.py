@@ -74,6 +74,9 @@ def print_help() -> None:
         for spec in load_launchers():
             print(f"    {spec.name:<12} {spec.description}")
         print(f"  bind: {', '.join(group_options('bind'))}")
+    from launcher.recipe import available
+
+    print(f"  recipe: {', '.join(sorted(available())) or 'none'} (recipe=NAME; ds-helper --list-recipes)")
     print("\nkeys (set with KEY=VALUE; env.NAME=VALUE sets a variable verbatim, ~env.NAME unsets one):")
     for name, text in _key_help(Config()).items():
         print(f"  {name:<22} {text}")

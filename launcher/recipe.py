@@ -184,6 +184,16 @@ def _walk(path: str, node: Any, prefix: str, lines: Dict[str, int], problems: Li
             key = str(key_node.value)
             dotted = f"{prefix}{key}"
             lines.setdefault(dotted, key_node.start_mark.line + 1)
+            if dotted == "hydra":
+                problems.append(
+                    Problem(
+                        path,
+                        key_node.start_mark.line + 1,
+                        "hydra: refused: a recipe cannot change "
+                        "Hydra's own settings (search path, logging, output directories)",
+                    )
+                )
+                continue
             if key == "_target_":
                 problems.append(
                     Problem(

@@ -240,6 +240,7 @@ REFUSED = [
     ("defaults:\n  - /recipe/..@_here_\n", "refused"),
     ("defaults:\n  - /launcher: mpich\n", "refused"),
     ("defaults: base\n", "defaults: must be a list"),
+    ("hydra:\n  searchpath: [file:///etc]\n", "evil.yaml:2: hydra: refused"),
 ]
 
 
