@@ -155,15 +155,31 @@ def _compose_recipe_errors(overrides: List[str]) -> DictConfig:
 
 def compose_config(overrides: List[str]) -> tuple[Config, List[LauncherSpec]]:
     """The composed, validated config, and with launcher=auto every candidate launcher."""
+    loaded: List[recipes.Loaded] = []
     with hydra_context():
         try:
-            overrides, _ = _recipe_override(overrides)
+            overrides, loaded = _recipe_override(overrides)
             cfg = _compose_recipe_errors(overrides)
             config = _typed(cfg)
             candidates = load_launchers() if config.launcher.name == "auto" else []
         except (HydraException, OmegaConfBaseException) as exc:
-            raise LaunchError(explain(exc)) from exc
+            raise LaunchError(_recipe_error(exc, loaded)) from exc
     return config, candidates
+
+
+_IN_RECIPE = re.compile(r"^In 'recipe/([^']*)': \w+ raised while composing config:; ")
+
+
+def _recipe_error(exc: BaseException, loaded: List[recipes.Loaded]) -> str:
+    """Hydra's message; for a mistake inside a recipe, with the recipe's file and line instead of its name."""
+    message = explain(exc)
+    match = _IN_RECIPE.match(message)
+    for item in loaded if match else []:
+        if item.recipe.name == match.group(1):  # type: ignore[union-attr]
+            line = _line_of(exc, item.lines)
+            where = f"{item.recipe.path}:{line}" if line else item.recipe.path
+            return f"{where}: {message[match.end() :]}"  # type: ignore[union-attr]
+    return message
 
 
 def config_yaml(config: Config) -> str:
@@ -211,7 +227,8 @@ def check_recipe(path: str) -> List[recipes.Problem]:
             _register_recipes(recipes.chain(name, visible))
             _typed(compose(config_name="config", overrides=[f"recipe={name}"]))
         except LaunchError as exc:
-            return [recipes.Problem(path, None, str(exc))]
+            message = str(exc).removeprefix(os.path.abspath(path) + ": ")
+            return [recipes.Problem(path, None, message)]
         except (HydraException, OmegaConfBaseException) as exc:
             message = _COMPOSING.sub("", explain(exc))
             return [recipes.Problem(path, _line_of(exc, lines), message)]

@@ -284,3 +284,10 @@ def test_provenance_names_the_layer_of_each_value(team: Path) -> None:
     assert f"# launcher=mpich  (recipe base ({team / 'base.yaml'}))" in result.stdout
     assert "# bind=default  (config.yaml default)" in result.stdout
     assert ds("--explain", "launcher=openmpi", "show.py").stdout.startswith("# launcher=openmpi  (command line)")
+
+
+def test_a_mistake_inside_a_recipe_names_its_file_and_line_at_launch(team: Path) -> None:
+    write(team, "typo", "# @package _global_\ndefaults: [base]\nbind:\n  corse: 1\n")
+    assert_user_error(ds("recipe=typo", "show.py", env=team_env(team)), f"{team / 'typo.yaml'}:4: Key 'corse' not in")
+    write(team, "typo2", "# @package _global_\ndefaults:\n  - override /launcher: mpihc\n")
+    assert_user_error(ds("recipe=typo2", "show.py", env=team_env(team)), "launcher=mpihc: no such option")
