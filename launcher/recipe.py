@@ -111,8 +111,8 @@ def select(value: str) -> Tuple[str, Dict[str, Recipe]]:
         name = os.path.basename(path).rsplit(".", 1)[0]
         if not NAME.match(name):
             raise LaunchError(f"recipe={value}: the file name must be a plain name (letters, digits, _ . -)")
-        recipes = available()
-        recipes[name] = Recipe(name, path, "command line", [recipes[name]] if name in recipes else [])
+        recipes = available(extra_first=os.path.dirname(path))  # its bases: its own folder first, as --check
+        recipes[name] = Recipe(name, path, "command line")
         return name, recipes
     recipes = available()
     if value not in recipes:

@@ -88,6 +88,9 @@ def test_a_recipe_given_as_a_path(tmp_path: Path, team: Path) -> None:
     assert "cores: 0-1" in cfg(f"recipe={path}", "show.py", env=team_env(team))
     result = ds("--cfg", "job", "recipe=elsewhere/single.yaml", "show.py", env=team_env(team), cwd=tmp_path)  # relative
     assert result.returncode == 0 and "cores: 0-1" in result.stdout, result.stderr
+    # A recipe given as a path finds its bases in its own folder first (a checkout not on the path).
+    write(tmp_path / "elsewhere", "base", BASE.replace("0-1", "3"))
+    assert "cores: 3" in cfg(f"recipe={path}", "show.py", env=team_env(team))
 
 
 def test_earlier_folders_shadow_later_ones_and_the_shipped_recipes(tmp_path: Path, team: Path) -> None:
