@@ -30,7 +30,7 @@ SAFE_RESOLVERS = ("oc.env", "oc.select", "oc.decode", "oc.dict.keys", "oc.dict.v
 GROUPS = ("launcher", "bind")
 _RESOLVER_CALL = re.compile(r"\$\{\s*([A-Za-z_][\w.\-]*)\s*:")
 _PACKAGE = re.compile(r"^#\s*@package\s+(\S+)\s*$", re.MULTILINE)
-_RECIPE_REF = re.compile(r"^(?:/?recipe/)?([^@/]+)(?:@(_here_|_global_))?$")
+_RECIPE_REF = re.compile(r"^(?:/recipe/)?([^@/]+)(?:@(_here_|_global_))?$")
 SHIPPED = "shipped"
 
 

@@ -151,6 +151,7 @@ def test_check_passes_on_the_shipped_recipes() -> None:
 def test_the_installed_wheel_ships_the_recipes() -> None:
     result = ds("--list-recipes", env=clean_env())
     assert all(f"{name} " in result.stdout for name in SHIPPED), result.stdout
+    assert f"  recipe: {', '.join(SHIPPED)} (recipe=NAME" in ds("--help").stdout
 
 
 def test_a_debug_recipe_launches_nothing(tmp_path: Path) -> None:
@@ -242,6 +243,7 @@ REFUSED = [
     ("defaults:\n  - override /hydra/job_logging: default\n", "refused"),
     ("defaults:\n  - /recipe/..@_here_\n", "refused"),
     ("defaults:\n  - /launcher: mpich\n", "refused"),
+    ("defaults:\n  - recipe/base\n", "refused"),  # relative to group recipe: would be recipe/recipe/base
     ("defaults: base\n", "defaults: must be a list"),
     ("hydra:\n  searchpath: [file:///etc]\n", "evil.yaml:2: hydra: refused"),
 ]
