@@ -28,9 +28,7 @@ MAX_CPUS = 65536
 
 # ASCII digits only: ``\d`` would accept e.g. Arabic-Indic digits, which int() happily converts.
 # At most 6 digits per number so int() never sees a huge string (Python 3.11 raises ValueError past 4300).
-_ITEM = re.compile(
-    r"([0-9]{1,6})(?:\s*-\s*([0-9]{1,6})(?:\s*:\s*([0-9]{1,6}))?)?", re.ASCII
-)
+_ITEM = re.compile(r"([0-9]{1,6})(?:\s*-\s*([0-9]{1,6})(?:\s*:\s*([0-9]{1,6}))?)?", re.ASCII)
 # Same shape with unbounded numbers: tells "too large" apart from garbage.
 _LONG_ITEM = re.compile(r"[0-9]+(?:\s*-\s*[0-9]+(?:\s*:\s*[0-9]+)?)?", re.ASCII)
 
@@ -62,17 +60,13 @@ def _check_id(cpu: int, what: str, shown: str) -> None:
 def _add_text(text: str, mask: bytearray, what: str) -> None:
     """Mark the CPUs named by one cpuset string in ``mask`` (a bytearray of MAX_CPUS flags)."""
     if not text.strip():
-        raise _err(
-            what, f"empty CPU list {_show(text)} (expected e.g. '0-31' or '0-3,8-11')"
-        )
+        raise _err(what, f"empty CPU list {_show(text)} (expected e.g. '0-31' or '0-3,8-11')")
     for raw in text.split(","):
         item = raw.strip()
         m = _ITEM.fullmatch(item)
         if m is None:
             if not item:
-                raise _err(
-                    what, f"empty item in {_show(text)} (doubled or trailing comma?)"
-                )
+                raise _err(what, f"empty item in {_show(text)} (doubled or trailing comma?)")
             if _LONG_ITEM.fullmatch(item):
                 raise _err(
                     what,
@@ -98,9 +92,7 @@ def _add_text(text: str, mask: bytearray, what: str) -> None:
 def _add_value(value: object, mask: bytearray, what: str) -> None:
     # bool is a subclass of int: `bind.cores=true` must not silently mean CPU 1.
     if isinstance(value, bool):
-        raise _err(
-            what, f"expected a CPU id or a range string, got the boolean {value}"
-        )
+        raise _err(what, f"expected a CPU id or a range string, got the boolean {value}")
     if isinstance(value, int):
         if value < 0:
             raise _err(what, f"negative CPU id {value}")

@@ -106,16 +106,10 @@ class Placement:
     local_rank: int
     cpus: tuple[int, ...] | None = None  # affinity to set; None = leave it alone
     mem_nodes: tuple[int, ...] = ()  # NUMA nodes for mem_policy
-    mem_policy: str | None = (
-        None  # 'bind' (numactl --membind) | 'preferred' (--preferred / --preferred-many) | None
-    )
+    mem_policy: str | None = None  # 'bind' (numactl --membind) | 'preferred' (--preferred / --preferred-many) | None
     strict: bool = False  # a refused memory policy is an error, not a warning
-    env: dict[str, str] = field(
-        default_factory=dict
-    )  # variables to set (OMP_NUM_THREADS, *_VISIBLE_DEVICES, ...)
-    notes: list[str] = field(
-        default_factory=list
-    )  # human lines for the dry run / warnings
+    env: dict[str, str] = field(default_factory=dict)  # variables to set (OMP_NUM_THREADS, *_VISIBLE_DEVICES, ...)
+    notes: list[str] = field(default_factory=list)  # human lines for the dry run / warnings
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -131,9 +125,7 @@ def _choice(value: object, name: str, allowed: Sequence[str]) -> str:
         close = difflib.get_close_matches(raw, allowed, n=1)
         if close:
             hint = f" (did you mean '{close[0]}'?)"
-    raise LaunchError(
-        f"{name}: invalid value {raw!r}, expected one of {', '.join(allowed)}{hint}"
-    )
+    raise LaunchError(f"{name}: invalid value {raw!r}, expected one of {', '.join(allowed)}{hint}")
 
 
 def _split(n: int, parts: int, rule: str) -> list[range]:
@@ -144,16 +136,11 @@ def _split(n: int, parts: int, rule: str) -> list[range]:
     """
     per, rem = divmod(n, parts)
     if rule == "spread":
-        return [
-            range(i * per + min(i, rem), (i + 1) * per + min(i + 1, rem))
-            for i in range(parts)
-        ]
+        return [range(i * per + min(i, rem), (i + 1) * per + min(i + 1, rem)) for i in range(parts)]
     return [range(i * per, (i + 1) * per) for i in range(parts)]
 
 
-def _units(
-    cpus: Sequence[int], topo: Topology, physical: bool
-) -> list[tuple[int, ...]]:
+def _units(cpus: Sequence[int], topo: Topology, physical: bool) -> list[tuple[int, ...]]:
     """Group CPUs into physical cores: each unit is the given CPUs of one core (one CPU if ``physical``).
 
     Units are ordered by (package, node, lowest CPU id) so that contiguous slices stay inside a socket and a
@@ -198,25 +185,19 @@ def _deal(
             f"(bind.remainder=error; use 'drop' or 'spread')"
         )
     pieces = _split(len(units), ranks, rule)
-    per_rank = [
-        tuple(sorted(c for u in units[p.start : p.stop] for c in u)) for p in pieces
-    ]
+    per_rank = [tuple(sorted(c for u in units[p.start : p.stop] for c in u)) for p in pieces]
     used = {c for r in per_rank for c in r}
     unused = tuple(sorted(set(cpus) - used))
     return per_rank, unused
 
 
-def _base_cpus(
-    spec: BindSpec, topo: Topology, usable: Sequence[int]
-) -> tuple[tuple[int, ...], list[str]]:
+def _base_cpus(spec: BindSpec, topo: Topology, usable: Sequence[int]) -> tuple[tuple[int, ...], list[str]]:
     """The CPUs to distribute: usable ∩ online, restricted to bind.cores when given (which must be usable)."""
     notes: list[str] = []
     online = set(topo.cpus)
     usable_set = {c for c in usable if c in online}
     if not usable_set:
-        raise LaunchError(
-            f"bind: none of the usable CPUs ({format_cpus(usable)}) is online"
-        )
+        raise LaunchError(f"bind: none of the usable CPUs ({format_cpus(usable)}) is online")
     if len(usable_set) < len(online):
         notes.append(
             f"this process may use {len(usable_set)} of {len(online)} online CPUs ({format_cpus(usable_set)}); "
@@ -255,9 +236,7 @@ def _memory(
             return (
                 None,
                 (),
-                [
-                    f"cores span NUMA nodes {format_cpus(nodes)}: memory left to the kernel (first touch)"
-                ],
+                [f"cores span NUMA nodes {format_cpus(nodes)}: memory left to the kernel (first touch)"],
             )
         hbm = [topo.near_memory_node(n) for n in nodes]
         if nodes and all(h is not None for h in hbm):
@@ -266,9 +245,7 @@ def _memory(
             return (
                 None,
                 (),
-                [
-                    f"NUMA node(s) {format_cpus(nodes)} have no memory: memory left to the kernel"
-                ],
+                [f"NUMA node(s) {format_cpus(nodes)} have no memory: memory left to the kernel"],
             )
         return "bind", tuple(with_memory), []
     if mode == "local":
@@ -276,23 +253,17 @@ def _memory(
             return (
                 None,
                 (),
-                [
-                    f"NUMA node(s) {format_cpus(nodes)} have no memory: memory left to the kernel"
-                ],
+                [f"NUMA node(s) {format_cpus(nodes)} have no memory: memory left to the kernel"],
             )
         return "bind", tuple(with_memory), notes
     # preferred: the near HBM node when there is one, else the node itself (if it has memory)
-    targets = sorted(
-        {h if (h := topo.near_memory_node(n)) is not None else n for n in nodes}
-    )
+    targets = sorted({h if (h := topo.near_memory_node(n)) is not None else n for n in nodes})
     targets = [t for t in targets if topo.nodes[t].has_memory]
     if not targets:
         return (
             None,
             (),
-            [
-                f"NUMA node(s) {format_cpus(nodes)} have no memory: memory left to the kernel"
-            ],
+            [f"NUMA node(s) {format_cpus(nodes)} have no memory: memory left to the kernel"],
         )
     return "preferred", tuple(targets), notes
 
@@ -302,9 +273,7 @@ def _gpu_ids(value: object) -> list[str]:
     if value is None or value is False:
         return []
     if isinstance(value, bool):
-        raise LaunchError(
-            "bind.gpus: true is not a GPU count; give a count (4) or a list ([0,1,2,3])"
-        )
+        raise LaunchError("bind.gpus: true is not a GPU count; give a count (4) or a list ([0,1,2,3])")
     if isinstance(value, int):
         if value < 0 or value > 4096:
             raise LaunchError(f"bind.gpus: {value} is not a valid GPU count")
@@ -323,9 +292,7 @@ def _gpu_ids(value: object) -> list[str]:
     ids: list[str] = []
     for item in items:
         if isinstance(item, bool) or not isinstance(item, (int, str)):
-            raise LaunchError(
-                f"bind.gpus: device ids must be ints or strings, got {type(item).__name__} {item!r:.40}"
-            )
+            raise LaunchError(f"bind.gpus: device ids must be ints or strings, got {type(item).__name__} {item!r:.40}")
         if isinstance(item, int):
             if item < 0:
                 raise LaunchError(f"bind.gpus: negative device id {item}")
@@ -347,9 +314,7 @@ def _gpu_ids(value: object) -> list[str]:
     return ids
 
 
-def _kmp_affinity(
-    env: Mapping[str, str], cpus: tuple[int, ...], local_rank: int
-) -> list[str]:
+def _kmp_affinity(env: Mapping[str, str], cpus: tuple[int, ...], local_rank: int) -> list[str]:
     """KMP_AFFINITY vs an explicit binding.
 
     DeepSpeed refuses any KMP_AFFINITY. We only refuse an explicit proclist naming CPUs outside the rank's
@@ -363,9 +328,7 @@ def _kmp_affinity(
     m = re.search(r"proclist=\[([^\]]*)\]", value)
     if m:
         try:
-            listed = parse_cpus(
-                m.group(1).replace("{", "").replace("}", ""), what="KMP_AFFINITY"
-            )
+            listed = parse_cpus(m.group(1).replace("{", "").replace("}", ""), what="KMP_AFFINITY")
         except LaunchError:
             listed = ()
         outside = [c for c in listed if c not in cpus]
@@ -394,18 +357,12 @@ def _plan_cpus(
 ) -> tuple[list[tuple[int, ...]] | None, list[str]]:
     """CPUs for every local rank (None for policy 'none') and notes shared by all ranks."""
     if policy == "none":
-        return None, (
-            ["bind.cores ignored: bind.policy is none"]
-            if spec.cores is not None
-            else []
-        )
+        return None, (["bind.cores ignored: bind.policy is none"] if spec.cores is not None else [])
     base, notes = _base_cpus(spec, topo, usable)
     if policy == "cores":
         slices, spare = _deal(base, lws, topo, spec, rule, "bind.cores")
         if spare:
-            notes.append(
-                f"CPUs {format_cpus(spare)} unused (bind.remainder={rule}, bind.physical={spec.physical})"
-            )
+            notes.append(f"CPUs {format_cpus(spare)} unused (bind.remainder={rule}, bind.physical={spec.physical})")
         return slices, notes
 
     # policy == "numa": the nodes with wanted CPUs, ordered by socket then id.
@@ -417,9 +374,7 @@ def _plan_cpus(
     order = sorted(by_node, key=lambda n: (topo.package.get(by_node[n][0], 0), n))
     count = len(order)
     if count == 0:
-        raise LaunchError(
-            "bind.policy=numa: none of the CPUs to bind belongs to a NUMA node"
-        )
+        raise LaunchError("bind.policy=numa: none of the CPUs to bind belongs to a NUMA node")
     per_rank: list[tuple[int, ...]] = []
     if lws <= count:
         # Fewer ranks than nodes: each rank gets whole node(s).
@@ -431,15 +386,11 @@ def _plan_cpus(
         pieces = _split(count, lws, rule)
         for piece in pieces:
             cpus = [c for n in order[piece.start : piece.stop] for c in by_node[n]]
-            per_rank.append(
-                tuple(sorted(c for u in _units(cpus, topo, spec.physical) for c in u))
-            )
+            per_rank.append(tuple(sorted(c for u in _units(cpus, topo, spec.physical) for c in u)))
         used_nodes = {n for p in pieces for n in order[p.start : p.stop]}
         if len(used_nodes) < count:
             spare_nodes = [n for n in order if n not in used_nodes]
-            notes.append(
-                f"NUMA node(s) {format_cpus(spare_nodes)} unused (bind.remainder={rule})"
-            )
+            notes.append(f"NUMA node(s) {format_cpus(spare_nodes)} unused (bind.remainder={rule})")
         all_unused = sorted(set(base) - {c for r in per_rank for c in r})
         if all_unused and spec.physical:
             notes.append(f"CPUs {format_cpus(all_unused)} unused (bind.physical=True)")
@@ -452,9 +403,7 @@ def _plan_cpus(
                 f"bind.policy=numa: {lws} local ranks do not divide evenly among {count} NUMA nodes "
                 "(bind.remainder=error)"
             )
-        notes.append(
-            f"{lws} local ranks on {count} NUMA nodes: the first {lws % count} node(s) get one rank more"
-        )
+        notes.append(f"{lws} local ranks on {count} NUMA nodes: the first {lws % count} node(s) get one rank more")
     unused: list[int] = []
     for node, ranks in zip(order, _split(lws, count, "spread"), strict=True):
         slices, spare = _deal(
@@ -468,9 +417,7 @@ def _plan_cpus(
         per_rank.extend(slices)
         unused.extend(spare)
     if unused:
-        notes.append(
-            f"CPUs {format_cpus(unused)} unused (bind.remainder={rule}, bind.physical={spec.physical})"
-        )
+        notes.append(f"CPUs {format_cpus(unused)} unused (bind.remainder={rule}, bind.physical={spec.physical})")
     return per_rank, notes
 
 
@@ -483,22 +430,14 @@ def layout(
     env: Mapping[str, str],
 ) -> list[Placement]:
     """Placements of every local rank of this node (for the dry-run table and for ``place``)."""
-    if (
-        isinstance(local_world_size, bool)
-        or not isinstance(local_world_size, int)
-        or local_world_size < 1
-    ):
-        raise LaunchError(
-            f"local world size must be a positive integer, got {local_world_size!r}"
-        )
+    if isinstance(local_world_size, bool) or not isinstance(local_world_size, int) or local_world_size < 1:
+        raise LaunchError(f"local world size must be a positive integer, got {local_world_size!r}")
     policy = _choice(spec.policy, "bind.policy", POLICIES)
     rule = _choice(spec.remainder, "bind.remainder", REMAINDERS)
     mode = _choice(spec.memory, "bind.memory", MEMORY_MODES)
     vendor = _choice(spec.gpu_vendor, "bind.gpu_vendor", tuple(GPU_VARS))
 
-    per_rank, shared = _plan_cpus(
-        spec, policy, rule, local_world_size, topology, usable
-    )
+    per_rank, shared = _plan_cpus(spec, policy, rule, local_world_size, topology, usable)
 
     gpu_ids = _gpu_ids(spec.gpus)
     gpu_slices: list[list[str]] = []
@@ -518,9 +457,7 @@ def layout(
             )
         gpu_slices = [gpu_ids[r * per : (r + 1) * per] for r in range(local_world_size)]
         if rem:
-            gpu_notes.append(
-                f"GPU(s) {','.join(gpu_ids[-rem:])} unused ({len(gpu_ids)} for {local_world_size} ranks)"
-            )
+            gpu_notes.append(f"GPU(s) {','.join(gpu_ids[-rem:])} unused ({len(gpu_ids)} for {local_world_size} ranks)")
         gpu_notes.append(
             f"each rank sees its GPU(s) renumbered from 0 ({GPU_VARS[vendor]}): use device 0, not LOCAL_RANK"
         )
@@ -535,9 +472,7 @@ def layout(
             p.notes.extend(f"local rank {rank}: {n}" for n in mem_notes)
             if spec.omp_threads:
                 if "OMP_NUM_THREADS" in env:
-                    p.notes.append(
-                        f"OMP_NUM_THREADS kept at {env['OMP_NUM_THREADS']} (set by user)"
-                    )
+                    p.notes.append(f"OMP_NUM_THREADS kept at {env['OMP_NUM_THREADS']} (set by user)")
                 else:
                     p.env["OMP_NUM_THREADS"] = str(len(cpus))
             p.notes.extend(_kmp_affinity(env, cpus, rank))
@@ -565,9 +500,7 @@ def place(
         or not isinstance(local_world_size, int)
         or not 0 <= local_rank < local_world_size
     ):
-        raise LaunchError(
-            f"local rank {local_rank!r} is outside 0..{local_world_size!r}-1"
-        )
+        raise LaunchError(f"local rank {local_rank!r} is outside 0..{local_world_size!r}-1")
     return layout(
         spec,
         local_world_size=local_world_size,
@@ -602,19 +535,12 @@ def format_layout_table(placements: Sequence[Placement]) -> str:
     rows: list[tuple[str, ...]] = []
     for p in placements:
         cores = "-" if p.cpus is None else f"{format_cpus(p.cpus)} ({len(p.cpus)})"
-        memory = (
-            "-"
-            if p.mem_policy is None
-            else f"{p.mem_policy} {format_cpus(p.mem_nodes)}"
-        )
+        memory = "-" if p.mem_policy is None else f"{p.mem_policy} {format_cpus(p.mem_nodes)}"
         gpu = next((p.env[v] for v in GPU_VARS.values() if v in p.env), "-")
         threads = p.env.get("OMP_NUM_THREADS", "-")
         rows.append((str(p.local_rank), cores, memory, gpu, threads))
     widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-        for row in (header, *rows)
-    ]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in (header, *rows)]
     seen: dict[str, None] = {}
     for p in placements:
         for note in p.notes:

@@ -107,6 +107,19 @@ def _command(config: Config) -> List[str]:
     return [python, *flags, config.script]
 
 
+def _bind(spec: BindSpec) -> BindSpec:
+    """The bind settings as every rank will read them: 'auto' decided, the core list checked and canonical."""
+    from dataclasses import replace
+
+    from launcher.cpuset import format_cpus, parse_cpus
+
+    cores = None if spec.cores is None else format_cpus(parse_cpus(spec.cores))
+    policy = spec.policy
+    if policy == "auto":  # the default option: binding is on exactly when a core list is given
+        policy = "none" if cores is None else "cores"
+    return replace(spec, policy=policy, cores=cores)
+
+
 def make_plan(config: Config, candidates: List[LauncherSpec]) -> Plan:
     """The plan of a composed config; ``candidates`` are every launcher option when launcher=auto."""
     auto = config.launcher.name == "auto"
@@ -130,7 +143,7 @@ def make_plan(config: Config, candidates: List[LauncherSpec]) -> Plan:
         env=dict(config.env),
         export=config.export,
         master=config.master,
-        bind=config.bind,
+        bind=_bind(config.bind),
         log=config.log,
         dry_run=config.dry_run,
     )

@@ -51,6 +51,10 @@ def describe(launch: Launch, out: TextIO) -> None:
     for change in launch.changes:
         text = "(unset)" if change.value is None else change.value
         print(f"    {change.name}={text}    # {change.why}", file=out)
+    if launch.layout_table:
+        print("  binding on this node:", file=out)
+        for line in launch.layout_table.splitlines():
+            print(f"    {line}", file=out)
     for note in launch.notes:
         print(f"  note: {note}", file=out)
     print(f"  command: {_quote(launch.argv)}", file=out)
@@ -58,6 +62,30 @@ def describe(launch: Launch, out: TextIO) -> None:
 
 def should_log(plan: Plan, launch: Launch) -> bool:
     return not plan.log.quiet and (plan.log.all_ranks or launch.ranks["rank"] == 0)
+
+
+def apply_placement(launch: Launch, say: bool) -> None:
+    """CPU affinity and memory policy, set on this process so the script inherits them through exec."""
+    placement = launch.placement
+    if placement is None:
+        return
+    if placement.cpus is not None:
+        try:
+            os.sched_setaffinity(0, placement.cpus)
+        except OSError as exc:
+            raise LaunchError(f"cannot bind to CPUs {list(placement.cpus)}: {exc.strerror}") from None
+    if placement.mem_policy is not None and placement.mem_nodes:
+        from launcher.memory import set_mempolicy
+
+        refused = set_mempolicy(placement.mem_policy, placement.mem_nodes)
+        if refused and placement.strict:
+            raise LaunchError(f"memory binding to NUMA node(s) {list(placement.mem_nodes)} refused: {refused}")
+        if refused and say:
+            print(
+                f"ds-helper: warning: memory binding refused ({refused}); continuing with CPU binding only "
+                "(bind.strict=true makes this an error)",
+                file=sys.stderr,
+            )
 
 
 def become(plan: Plan, launch: Launch) -> NoReturn:
@@ -69,6 +97,7 @@ def become(plan: Plan, launch: Launch) -> NoReturn:
     program = launch.argv[0]
     if not os.path.isabs(program) or not os.path.isfile(program):
         program = find_program(program, launch.env.get("PATH"))
+    apply_placement(launch, should_log(plan, launch))
     if should_log(plan, launch):
         for note in launch.notes:
             print(f"ds-helper: note: {note}", file=sys.stderr)

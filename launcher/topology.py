@@ -31,13 +31,9 @@ class NumaNode:
     """One NUMA node as sysfs describes it."""
 
     id: int
-    cpus: tuple[
-        int, ...
-    ]  # online CPUs of the node; () for memory-only nodes (HBM flat mode, CXL expanders)
+    cpus: tuple[int, ...]  # online CPUs of the node; () for memory-only nodes (HBM flat mode, CXL expanders)
     has_memory: bool  # listed in node/has_memory
-    distance: Mapping[int, int] = field(
-        default_factory=dict
-    )  # node id -> SLIT distance (10 = local)
+    distance: Mapping[int, int] = field(default_factory=dict)  # node id -> SLIT distance (10 = local)
 
     @property
     def memory_only(self) -> bool:
@@ -52,12 +48,8 @@ class Topology:
     """
 
     cpus: tuple[int, ...]  # online CPUs
-    nodes: Mapping[
-        int, NumaNode
-    ]  # node id -> node (every online node, memory-only ones included)
-    siblings: Mapping[
-        int, tuple[int, ...]
-    ]  # cpu -> hardware threads of its core (itself included)
+    nodes: Mapping[int, NumaNode]  # node id -> node (every online node, memory-only ones included)
+    siblings: Mapping[int, tuple[int, ...]]  # cpu -> hardware threads of its core (itself included)
     package: Mapping[int, int]  # cpu -> physical package (socket) id
     numa_from_sysfs: bool = True  # False when sysfs had no node directory (non-NUMA kernel): one made-up node 0
 
@@ -87,11 +79,7 @@ class Topology:
         node = self.nodes.get(node_id)
         if node is None or not node.distance:
             return None
-        other_cpu = [
-            node.distance[n.id]
-            for n in self.cpu_nodes
-            if n.id != node_id and n.id in node.distance
-        ]
+        other_cpu = [node.distance[n.id] for n in self.cpu_nodes if n.id != node_id and n.id in node.distance]
         limit = min([NEAR_DISTANCE, *other_cpu])
         best: tuple[int, int] | None = None
         for mem in self.memory_only_nodes:
@@ -136,9 +124,7 @@ def _numbered(directory: Path, prefix: str) -> tuple[int, ...]:
     except OSError:
         return ()
     pattern = re.compile(re.escape(prefix) + r"([0-9]{1,5})")
-    return tuple(
-        sorted(int(m.group(1)) for name in names if (m := pattern.fullmatch(name)))
-    )
+    return tuple(sorted(int(m.group(1)) for name in names if (m := pattern.fullmatch(name))))
 
 
 def read_topology(root: str | os.PathLike[str] = "/") -> Topology:
@@ -184,12 +170,8 @@ def read_topology(root: str | os.PathLike[str] = "/") -> Topology:
             values = dist_text.split()
             distance: dict[int, int] = {}
             # The distance file has one entry per *online* node, in node-id order (drivers/base/node.c).
-            if len(values) == len(node_ids) and all(
-                v.isascii() and v.isdigit() for v in values
-            ):
-                distance = {
-                    other: int(v) for other, v in zip(node_ids, values, strict=True)
-                }
+            if len(values) == len(node_ids) and all(v.isascii() and v.isdigit() for v in values):
+                distance = {other: int(v) for other, v in zip(node_ids, values, strict=True)}
             nodes[nid] = NumaNode(
                 id=nid,
                 cpus=tuple(c for c in cpus if c in online_set),
@@ -237,9 +219,7 @@ def cgroup_cpus(root: str | os.PathLike[str] = "/") -> tuple[int, ...] | None:
         if controllers == "":  # cgroup v2 unified hierarchy
             candidates.append(base / "sys/fs/cgroup" / rel / "cpuset.cpus.effective")
         elif "cpuset" in controllers.split(","):
-            candidates.append(
-                base / "sys/fs/cgroup/cpuset" / rel / "cpuset.effective_cpus"
-            )
+            candidates.append(base / "sys/fs/cgroup/cpuset" / rel / "cpuset.effective_cpus")
     for candidate in candidates:
         try:
             cpus = _read_list(candidate)

@@ -12,6 +12,8 @@ from typing import Dict, List, Optional
 
 import pytest
 
+pytest_plugins = ["slurm_fixture"]
+
 SCRIPTS = Path(__file__).parent / "scripts"
 DATA = Path(__file__).parent / "data"
 DS_HELPER = shutil.which("ds-helper") or "ds-helper"
