@@ -44,6 +44,9 @@ class Request:
     list_recipes: bool = False  # --list-recipes
     check: Optional[List[str]] = None  # --check [FILE|FOLDER ...]: recipes to validate (empty: the whole path)
     provenance: bool = False  # --provenance: which layer set each value
+    dry_run: bool = False  # --dry-run (also added to overrides as dry_run=true)
+    save_plan: Optional[str] = None  # --save-plan FILE: compose once, write the plan, start nothing
+    plan: Optional[str] = None  # --plan FILE: the per-rank path, no composition
 
 
 def _quote_list_value(override: str) -> str:
@@ -88,7 +91,15 @@ def parse_argv(argv: List[str]) -> Request:
         elif token in ("--provenance", "--explain"):
             request.provenance = True
         elif token == "--dry-run":
+            request.dry_run = True
             request.overrides.append("dry_run=true")
+        elif token in ("--save-plan", "--plan") or token.startswith(("--save-plan=", "--plan=")):
+            flag = token.partition("=")[0]
+            value = token.partition("=")[2] if "=" in token else _take_value(argv, index, flag)
+            index += 0 if "=" in token else 1
+            if not value:
+                raise LaunchError(f"{flag} needs a file name")
+            setattr(request, flag[2:].replace("-", "_"), value)
         elif token == "--launcher" or token.startswith("--launcher="):
             value = token.partition("=")[2] if "=" in token else _take_value(argv, index, "--launcher")
             index += 0 if "=" in token else 1

@@ -1,6 +1,7 @@
 """``ds-helper``: argv -> compose -> plan -> resolve -> run, and the one place errors are printed.
 
-Only the standard library is imported at module level: Hydra is loaded when a config has to be composed.
+Only the standard library is imported at module level: Hydra is loaded when a config has to be composed, and
+never on the ``--plan FILE`` path, which is what every rank of a large job runs (tests/test_plan.py checks it).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import List, Optional
 
 from launcher.argv import Request, parse_argv
 from launcher.errors import LaunchError
-from launcher.schema import Config
+from launcher.schema import Config, LauncherSpec
 
 USAGE = "usage: ds-helper [FLAG ...] [OVERRIDE ...] [SCRIPT [ARG ...]] [-- ARG ...]"
 FLAGS = (
@@ -22,6 +23,8 @@ FLAGS = (
     ("--provenance (or --explain)", "print each value of the composed config and the layer that set it"),
     ("--list-recipes", "list the recipes recipe=NAME can choose, where each comes from"),
     ("--check [FILE|FOLDER ...]", "validate recipes (default: every recipe on the path); start nothing"),
+    ("--save-plan FILE", "compose and check once, write the launch plan to FILE (JSON); start nothing"),
+    ("--plan FILE", "start this rank from a saved plan: no composition, standard library only"),
     ("--debug", "show the traceback of an error (also DS_HELPER_DEBUG=1)"),
     ("-h, --help", "this help"),
     ("--launcher NAME, --module, --no_python,", ""),
@@ -132,6 +135,50 @@ def check_recipes(paths: List[str]) -> int:
     return 2 if failed else 0
 
 
+def compose_request(request: Request) -> tuple[Config, List[LauncherSpec]]:
+    """The config the command line asks for (overrides, positional script, env.*), and auto's candidates."""
+    check_override_keys(request.overrides)
+    if request.script is not None and any(o.lstrip("+").startswith("script=") for o in request.overrides):
+        raise LaunchError(f"script given twice: as script= and as {request.script!r}")
+
+    from launcher.compose import compose_config
+
+    config, candidates = compose_config(request.overrides)
+    if request.script is not None:  # set after composing: a path reaches us verbatim, not via Hydra's grammar
+        config.script = request.script
+    config.env.update(request.env)
+    return config, candidates
+
+
+def run_plan(request: Request, path: str) -> int:
+    """``--plan FILE``: the per-rank path. Imports nothing outside the standard library (no compose)."""
+    from launcher.plan import load_plan
+    from launcher.resolve import resolve
+    from launcher.run import become
+
+    if request.show_cfg:
+        raise LaunchError("--cfg cannot be combined with --plan: the plan is composed already (try --dry-run)")
+    if request.save_plan is not None:
+        raise LaunchError("--save-plan cannot be combined with --plan: save a plan from overrides instead")
+    frozen = [o for o in request.overrides if o != "dry_run=true"]
+    frozen += [f"env.{name}" if value is not None else f"~env.{name}" for name, value in request.env.items()]
+    if frozen:
+        raise LaunchError(
+            f"--plan {path} is frozen: overrides ({', '.join(frozen)}) cannot change it; save a new one with "
+            "ds-helper OVERRIDES --save-plan FILE (only --dry-run and script arguments after -- are allowed)"
+        )
+    if request.script is not None:
+        raise LaunchError(
+            f"--plan {path} names its script already; {request.script!r} is not allowed here "
+            "(give the script's arguments after --)"
+        )
+    plan = load_plan(path)
+    if request.dry_run:  # a view of the same launch, not a change to it
+        plan.dry_run = True
+    launch = resolve(plan, os.environ, request.script_args)
+    become(plan, launch)
+
+
 def run(request: Request) -> int:
     if request.help:
         print_help()
@@ -140,30 +187,39 @@ def run(request: Request) -> int:
         return list_recipes()
     if request.check is not None:
         return check_recipes(request.check)
-    check_override_keys(request.overrides)
-    if request.script is not None and any(o.lstrip("+").startswith("script=") for o in request.overrides):
-        raise LaunchError(f"script given twice: as script= and as {request.script!r}")
-
-    from launcher.compose import compose_config, config_yaml
-
     if request.provenance:
+        check_override_keys(request.overrides)
         from launcher.compose import provenance
 
         print("\n".join(provenance(request.overrides, request.script, request.env)))
         return 0
-    config, candidates = compose_config(request.overrides)
-    if request.script is not None:  # set after composing: a path reaches us verbatim, not via Hydra's grammar
-        config.script = request.script
-    config.env.update(request.env)
+    if request.plan is not None:
+        return run_plan(request, request.plan)
+    if request.save_plan is not None and request.show_cfg:
+        raise LaunchError("--save-plan cannot be combined with --cfg: --cfg prints the config, --save-plan saves it")
+    config, candidates = compose_request(request)
     if request.show_cfg:
+        from launcher.compose import config_yaml
+
         print(config_yaml(config), end="")
         return 0
 
-    from launcher.plan import make_plan
+    from launcher.plan import make_plan, save_plan
     from launcher.resolve import resolve
     from launcher.run import become
 
     plan = make_plan(config, candidates)
+    if request.save_plan is not None:
+        # The script's arguments on this command line belong to the plan; those after -- of `--plan` follow them.
+        plan.args = [*plan.args, *request.script_args]
+        save_plan(plan, request.save_plan)
+        if not plan.log.quiet:
+            print(
+                f"ds-helper: plan saved to {request.save_plan}; start each rank with: "
+                f"ds-helper --plan {request.save_plan}",
+                file=sys.stderr,
+            )
+        return 0
     launch = resolve(plan, os.environ, request.script_args)
     become(plan, launch)
 

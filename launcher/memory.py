@@ -8,7 +8,6 @@ instead of a job that dies at start-up. Imported only when a memory policy is to
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import platform
 from typing import Optional, Sequence
@@ -37,7 +36,7 @@ def set_mempolicy(policy: str, nodes: Sequence[int]) -> Optional[str]:
     mask = (ctypes.c_ulong * words)()
     for node in nodes:
         mask[node // bits] |= 1 << (node % bits)
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # the C library is already loaded; no ctypes.util lookup
     result = libc.syscall(number, mode, mask, ctypes.c_ulong(words * bits + 1))
     if result != 0:
         return os.strerror(ctypes.get_errno())

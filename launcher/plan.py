@@ -11,7 +11,7 @@ import json
 import os
 import sys
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 from launcher.errors import LaunchError
 from launcher.placement import BindSpec
@@ -43,16 +43,42 @@ class Plan:
     bind: BindSpec = field(default_factory=BindSpec)
     log: LogSpec = field(default_factory=LogSpec)
     dry_run: bool = False
+    die_with_manager: bool = True
+
+
+def _is_str_list(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+# The scalar and container field types of the plan's dataclasses (annotations are strings here, see
+# ``from __future__``), and what a JSON value of that type looks like. Nested dataclasses are checked by their
+# own ``_build`` call; any other annotation (BindSpec's ``Any``) is left to the code that reads it.
+_JSON_TYPES: Dict[str, Callable[[Any], bool]] = {
+    "str": lambda v: isinstance(v, str),
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "Optional[str]": lambda v: v is None or isinstance(v, str),
+    "Optional[int]": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
+    "List[str]": _is_str_list,
+    "Dict[str, int]": lambda v: isinstance(v, dict) and all(isinstance(x, int) for x in v.values()),
+    "Dict[str, Optional[str]]": lambda v: (
+        isinstance(v, dict) and all(x is None or isinstance(x, str) for x in v.values())
+    ),
+}
 
 
 def _build(cls: Any, data: Any, where: str) -> Any:
-    """Rebuild dataclass ``cls`` from a JSON object, refusing unknown or missing fields by name."""
+    """Rebuild dataclass ``cls`` from a JSON object, refusing unknown or missing fields and wrong types by name."""
     if not isinstance(data, dict):
         raise LaunchError(f"{where}: expected an object, got {type(data).__name__}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
     if unknown:
         raise LaunchError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    for name, value in data.items():
+        check = _JSON_TYPES.get(str(known[name].type))
+        if check is not None and not check(value):
+            raise LaunchError(f"{where}.{name}: {value!r} is not of type {known[name].type}")
     try:
         return cls(**data)
     except TypeError as exc:
@@ -66,6 +92,12 @@ def _launcher_from(data: Any, where: str) -> LauncherSpec:
 
 
 def plan_to_json(plan: Plan) -> str:
+    # Why one file serves every rank: a plan holds only what the config and the command line say (the
+    # launcher's variable *names*, export names, master.* settings, the bind *policy*, script, args, env.*).
+    # Everything rank- or node-dependent (the rank numbers, MASTER_ADDR/PORT, the cores a rank gets) is computed
+    # per rank by ``resolve`` from that rank's environment. What the plan does fix at save time is the
+    # interpreter (``sys.executable`` or python=) and a relative script path checked against the current
+    # directory: ranks must see the same interpreter path and start in the same directory (mpiexec's default).
     return json.dumps({"format": PLAN_FORMAT, "plan": asdict(plan)}, indent=1, sort_keys=True)
 
 
@@ -86,6 +118,37 @@ def plan_from_json(text: str, where: str = "plan") -> Plan:
     plan.bind = _build(BindSpec, plan.bind, f"{where}.bind")
     plan.log = _build(LogSpec, plan.log, f"{where}.log")
     return plan
+
+
+def load_plan(path: str) -> Plan:
+    """``--plan FILE``: the plan saved by ``--save-plan``, or one ``LaunchError`` saying what is wrong with it."""
+    where = f"--plan {path}"
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as exc:
+        raise LaunchError(f"{where}: cannot read the plan: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise LaunchError(f"{where}: not a ds-helper plan (not UTF-8 text)") from None
+    plan = plan_from_json(text, where)
+    if not plan.argv:
+        raise LaunchError(f"{where}: damaged plan: empty command")
+    return plan
+
+
+def save_plan(plan: Plan, path: str) -> None:
+    """Write the plan atomically: a rank that reads it while it is being rewritten sees the old or the new one."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(plan_to_json(plan) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise LaunchError(f"--save-plan {path}: cannot write the plan: {exc.strerror}") from None
 
 
 def _command(config: Config) -> List[str]:
@@ -120,6 +183,27 @@ def _bind(spec: BindSpec) -> BindSpec:
     return replace(spec, policy=policy, cores=cores)
 
 
+LOG_PLACEHOLDERS = {"rank": 0, "local_rank": 0, "node_rank": 0}
+
+
+def _check_log(log: LogSpec) -> None:
+    """Bad file name templates fail at compose time, not on every rank; files stay inside log.dir."""
+    for key in ("out", "err", "prefix"):
+        template = getattr(log, key)
+        try:
+            name = template.format(**LOG_PLACEHOLDERS)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise LaunchError(
+                f"log.{key}={template!r}: bad placeholder {exc} (use {{rank}}, {{local_rank}}, {{node_rank}})"
+            ) from None
+        if key != "prefix" and (not name or "/" in name or name in (".", "..")):
+            raise LaunchError(f"log.{key}={template!r}: a file name inside log.dir, without '/'")
+    if log.dir == "":
+        raise LaunchError("log.dir is empty: give a folder, or leave it unset (null)")
+    if log.grace < 0:
+        raise LaunchError(f"log.grace={log.grace}: must not be negative")
+
+
 def make_plan(config: Config, candidates: List[LauncherSpec]) -> Plan:
     """The plan of a composed config; ``candidates`` are every launcher option when launcher=auto."""
     auto = config.launcher.name == "auto"
@@ -133,6 +217,7 @@ def make_plan(config: Config, candidates: List[LauncherSpec]) -> Plan:
         evidence = sorted({spec.detect[0] for spec in launchers} | set(config.launcher.evidence))
     else:
         launchers, fallback = [config.launcher], None
+    _check_log(config.log)
     return Plan(
         launchers=launchers,
         auto=auto,
@@ -146,4 +231,5 @@ def make_plan(config: Config, candidates: List[LauncherSpec]) -> Plan:
         bind=_bind(config.bind),
         log=config.log,
         dry_run=config.dry_run,
+        die_with_manager=config.die_with_manager,
     )

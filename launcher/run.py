@@ -8,6 +8,7 @@ helper stays resident (peers.md D.2).
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from typing import List, NoReturn, Optional, TextIO
 
@@ -88,6 +89,72 @@ def apply_placement(launch: Launch, say: bool) -> None:
             )
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_manager() -> None:
+    """SIGKILL for the script when the manager's process that started this rank dies, even by SIGKILL.
+
+    The setting survives execve, so the script itself carries it: a ``kill -9`` of mpirun no longer leaves
+    ranks running (Open MPI's do, with a bare ``python``). The kernel sends it when the parent *thread* that
+    forked us exits; the managers tested (MPICH's proxy, Open MPI's mpirun, slurmstepd) fork ranks from
+    threads that live as long as the job. ``die_with_manager=false`` turns it off.
+    """
+    import ctypes  # ~2 ms; ctypes.util is not needed: the C library is already in the process
+
+    parent = os.getppid()
+    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the manager died before the setting took effect
+        raise SystemExit(128 + signal.SIGKILL)
+
+
+def _log_names(plan: Plan, launch: Launch) -> dict[str, str]:
+    values = {name: launch.ranks[name] for name in ("rank", "local_rank", "node_rank")}
+    fields = {name: ("" if value is None else str(value)) for name, value in values.items()}
+    names = {key: getattr(plan.log, key).format(**fields) for key in ("out", "err", "prefix")}
+    if plan.log.dir:
+        for key in ("out", "err"):
+            names[key] = os.path.join(plan.log.dir, names[key])
+    return names
+
+
+def _open_logs(plan: Plan, launch: Launch) -> Optional[dict[str, str]]:
+    """With log.dir: the rank's file names, the folder created; without: None."""
+    if not plan.log.dir and not plan.log.tee:
+        return None
+    names = _log_names(plan, launch)
+    if plan.log.dir:
+        try:
+            os.makedirs(plan.log.dir, exist_ok=True)
+        except OSError as exc:
+            raise LaunchError(f"log.dir={plan.log.dir}: {exc.strerror}") from None
+    return names
+
+
+def _redirect(names: dict[str, str]) -> None:
+    """stdout and stderr of the script into the rank's files: set on this process, kept through exec."""
+    for fd, key in ((1, "out"), (2, "err")):
+        try:
+            target = os.open(names[key], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        except OSError as exc:
+            raise LaunchError(f"cannot write {names[key]}: {exc.strerror}") from None
+        os.dup2(target, fd)
+        os.close(target)
+
+
+def _supervisor_argv(plan: Plan, launch: Launch, program: str, names: dict[str, str]) -> List[str]:
+    import json
+
+    spec = {
+        "argv": [program, *launch.argv[1:]],
+        "out": names["out"] if plan.log.dir else None,
+        "err": names["err"] if plan.log.dir else None,
+        "prefix": names["prefix"],
+        "grace": plan.log.grace,
+    }
+    return [sys.executable, "-m", "launcher.supervise", json.dumps(spec)]
+
+
 def become(plan: Plan, launch: Launch) -> NoReturn:
     """Replace this process with the script. Returns only by raising LaunchError."""
     if plan.dry_run:
@@ -102,9 +169,18 @@ def become(plan: Plan, launch: Launch) -> NoReturn:
         for note in launch.notes:
             print(f"ds-helper: note: {note}", file=sys.stderr)
         print(f"ds-helper: {_rank_label(launch)} launcher={launch.launcher}: {_quote(launch.argv)}", file=sys.stderr)
+    names = _open_logs(plan, launch)
+    if plan.die_with_manager and os.getppid() != 1:
+        _die_with_manager()
+    argv = launch.argv
+    if names is not None and plan.log.tee:
+        argv = _supervisor_argv(plan, launch, program, names)
+        program = argv[0]
     sys.stdout.flush()
     sys.stderr.flush()
+    if names is not None and not plan.log.tee:
+        _redirect(names)
     try:
-        os.execve(program, launch.argv, launch.env)
+        os.execve(program, argv, launch.env)
     except OSError as exc:
         raise LaunchError(f"cannot run {program}: {exc.strerror}") from None

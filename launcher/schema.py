@@ -101,6 +101,16 @@ class LogSpec:
 
     all_ranks: bool = field(default=False, metadata=_help("log the command on every rank, not only rank 0"))
     quiet: bool = field(default=False, metadata=_help("log nothing except errors"))
+    dir: Optional[str] = field(
+        default=None, metadata=_help("send each rank's stdout/stderr to files in this folder (created if missing)")
+    )
+    out: str = field(default="rank-{rank}.out", metadata=_help("stdout file name; {rank} {local_rank} {node_rank}"))
+    err: str = field(default="rank-{rank}.err", metadata=_help("stderr file name; same placeholders"))
+    tee: bool = field(
+        default=False, metadata=_help("also show the output, prefixed, through a small supervising process")
+    )
+    prefix: str = field(default="[{rank}] ", metadata=_help("line prefix of log.tee; same placeholders"))
+    grace: float = field(default=30.0, metadata=_help("log.tee: seconds after SIGTERM before SIGKILL"))
 
 
 @dataclass
@@ -123,6 +133,9 @@ class Config:
     master: MasterSpec = field(default_factory=MasterSpec)
     log: LogSpec = field(default_factory=LogSpec)
     dry_run: bool = field(default=False, metadata=_help("print what would run and every env change; start nothing"))
+    die_with_manager: bool = field(
+        default=True, metadata=_help("SIGKILL the script if the process that started it dies (no orphans)")
+    )
 
 
 def field_help(cls: type) -> Dict[str, str]:

@@ -33,9 +33,10 @@ def clean_env(**extra: str) -> Dict[str, str]:
 
 
 def run(argv: List[str], *, env: Optional[Dict[str, str]] = None, cwd: Optional[Path] = None,
-        timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        timeout: float = 120, input: Optional[str] = None) -> subprocess.CompletedProcess[str]:
+    stdin = None if input is not None else subprocess.DEVNULL  # never the terminal's or pytest's stdin
     return subprocess.run(argv, env=clean_env() if env is None else env, cwd=cwd or SCRIPTS, text=True,
-                          capture_output=True, timeout=timeout)
+                          capture_output=True, timeout=timeout, input=input, stdin=stdin)
 
 
 def ds(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:

@@ -1,0 +1,216 @@
+"""Start-up cost of a rank under a real ``mpiexec -n N``: bare python, ds-helper composing, ds-helper --plan.
+
+Not a test: a plain script that prints one table (and the command and machine facts that made it).
+
+    python bench/startup.py [--quick] [--sizes 2,8,32] [--repeats 15,7,5] [--mpiexec mpiexec.mpich]
+
+Rows, each started as ``mpiexec -n N CMD`` in a scratch directory holding an empty ``script.py``:
+
+- ``python script.py``: the bare interpreter (``sys.executable`` of this script; no pyenv shim in the way).
+- ``ds-helper (compose)``: ``ds-helper log.quiet=true script=script.py``: Hydra composes on every rank.
+- ``ds-helper --plan``: ``ds-helper --plan plan.json``, the plan saved once before timing by
+  ``ds-helper log.quiet=true script=script.py --save-plan plan.json``.
+
+Both ds-helper rows exec ``python -u script.py`` at the end, so they include the script's own interpreter start.
+The ``ds-helper`` used is the console script next to ``sys.executable`` (else the one on PATH).
+
+Columns and how each is measured:
+
+- ``wall ms``: median wall time of the whole ``mpiexec`` run (``time.perf_counter`` around ``subprocess.run``).
+  Rounds are interleaved (each round runs every row once, per N, in turn), after one warm-up run per command,
+  so a busy period of the machine hits every row alike.
+- ``x bare``: that median over the bare row's median for the same N (the issue's targets are for N=2).
+- ``cpu s/rank``: median over rounds of the ``resource.getrusage(RUSAGE_CHILDREN)`` user+system delta of one run,
+  divided by N. It includes mpiexec's and its proxy's CPU (the same for every row of one N).
+- ``helper RSS MB``: peak RSS of the helper itself on one rank, before any exec: the same command with a dry run
+  (``dry_run=true``, or a plan saved with it), which resolves everything and prints instead of exec'ing, is run as
+  ``mpiexec -n N /usr/bin/time -f %M CMD`` and the median of the ranks' ``%M`` is shown. For the bare row it is
+  the interpreter running the empty script. (A non-dry run would report max(helper, script): Linux keeps the
+  peak across execve.)
+- ``file sc/rank``: file syscalls (``strace -f -c -e trace=%file,read``) of one whole ``mpiexec`` run, divided
+  by N, with nothing subtracted: mpiexec's and its proxy's own calls are in every row (compare with the bare row).
+  The proxy's ``read`` calls follow the ranks' output and run time, so this column is noisy.
+- ``own file sc``: the same count for one rank alone (helper and the script it becomes), strace started inside
+  mpiexec around each rank (``mpiexec -n N sh -c 'exec strace ... -o DIR/rank.$PMI_RANK CMD'``), median over
+  ranks; mpiexec's own calls are not in it.
+
+With ``--deepspeed PYTHON`` a row for DeepSpeed's ``launcher_helper`` (``PYTHON -m
+deepspeed.launcher.launcher_helper --launcher mpich script.py``) is added; PYTHON is an interpreter with
+DeepSpeed installed (e.g. a venv).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List, Sequence
+
+DEFAULT_SIZES = "2,8,32"
+_TOTAL = r"^\s*100\.00\s+\S+\s+(?:\S+\s+)?(\d+)\s+(?:\d+\s+)?total"  # strace -c's last line
+DEFAULT_REPEATS = "15,7,5"
+QUICK_REPEATS = "5,3,2"
+
+
+def _run(argv: Sequence[str], cwd: str, env: Dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, check=False)
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(argv: Sequence[str], cwd: str, env: Dict[str, str]) -> tuple[float, float]:
+    cpu = _children_cpu()
+    start = time.perf_counter()
+    result = _run(argv, cwd, env)
+    wall = time.perf_counter() - start
+    if result.returncode != 0:
+        sys.exit(f"failed ({result.returncode}): {' '.join(argv)}\n{result.stderr.decode()[-2000:]}")
+    return wall, _children_cpu() - cpu
+
+
+def peak_rss_mb(mpiexec: List[str], cmd: List[str], cwd: str, env: Dict[str, str]) -> float:
+    result = _run([*mpiexec, "/usr/bin/time", "-f", "PEAK_RSS_KB=%M", *cmd], cwd, env)
+    values = [int(v) for v in re.findall(r"PEAK_RSS_KB=(\d+)", result.stderr.decode())]
+    if not values:
+        sys.exit(f"no RSS from {' '.join(cmd)}:\n{result.stderr.decode()[-2000:]}")
+    return statistics.median(values) / 1024
+
+
+def file_syscalls(mpiexec: List[str], cmd: List[str], cwd: str, env: Dict[str, str]) -> int:
+    with tempfile.NamedTemporaryFile("r", suffix=".strace") as out:
+        argv = ["strace", "-f", "-c", "-e", "trace=%file,read", "-o", out.name, *mpiexec, *cmd]
+        result = _run(argv, cwd, env)
+        if result.returncode != 0:
+            sys.exit(f"strace run failed: {result.stderr.decode()[-2000:]}")
+        match = re.search(_TOTAL, out.read(), re.MULTILINE)
+    if match is None:
+        sys.exit("cannot read strace's summary")
+    return int(match.group(1))
+
+
+def rank_file_syscalls(mpiexec: List[str], cmd: List[str], cwd: str, env: Dict[str, str]) -> float:
+    """Median over ranks of one rank's own file syscalls: strace runs inside mpiexec, one summary per rank."""
+    with tempfile.TemporaryDirectory(prefix="ds-bench-strace-") as out:
+        wrapper = 'exec strace -f -c -e trace=%file,read -o "$0/rank.$PMI_RANK" "$@"'
+        result = _run([*mpiexec, "sh", "-c", wrapper, out, *cmd], cwd, env)
+        if result.returncode != 0:
+            sys.exit(f"strace run failed: {result.stderr.decode()[-2000:]}")
+        counts = []
+        for name in os.listdir(out):
+            with open(os.path.join(out, name)) as f:
+                match = re.search(_TOTAL, f.read(), re.MULTILINE)
+            if match is None:
+                sys.exit("cannot read strace's summary")
+            counts.append(int(match.group(1)))
+    return statistics.median(counts)
+
+
+def machine_facts(python: str, ds_helper: str, mpiexec: str, load: Sequence[float]) -> List[str]:
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
+    except OSError:
+        pass
+    version = _run([mpiexec, "--version"], "/", dict(os.environ)).stdout.decode()
+    mpi = re.search(r"Version:\s*(\S+)", version)
+    hydra = _run([python, "-c", "import hydra, omegaconf; print(hydra.__version__, omegaconf.__version__)"], "/",
+                 dict(os.environ)).stdout.decode().split()
+    return [
+        f"cpu: {cpu}, {os.cpu_count()} CPUs (ranks beyond that are oversubscribed); load average at start: "
+        f"{', '.join(f'{x:.2f}' for x in load)}",
+        f"kernel {platform.release()}; python {platform.python_version()} ({python}); "
+        f"hydra-core {hydra[0] if hydra else '?'}, omegaconf {hydra[1] if len(hydra) > 1 else '?'}",
+        f"{mpiexec} {mpi.group(1) if mpi else '?'}; ds-helper: {ds_helper}",
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=f"fewer rounds ({QUICK_REPEATS})")
+    parser.add_argument("--sizes", default=DEFAULT_SIZES, help="rank counts N (default %(default)s)")
+    parser.add_argument("--repeats", default=None, help=f"rounds per N (default {DEFAULT_REPEATS})")
+    parser.add_argument("--mpiexec", default="mpiexec.mpich")
+    parser.add_argument("--no-strace", action="store_true", help="skip the file syscall column")
+    parser.add_argument("--deepspeed", metavar="PYTHON", help="add DeepSpeed's launcher_helper, run by PYTHON")
+    opts = parser.parse_args()
+    load = os.getloadavg()
+
+    sizes = [int(n) for n in opts.sizes.split(",")]
+    repeats = [int(r) for r in (opts.repeats or (QUICK_REPEATS if opts.quick else DEFAULT_REPEATS)).split(",")]
+    repeats = (repeats + [repeats[-1]] * len(sizes))[: len(sizes)]
+    python = sys.executable
+    sibling = os.path.join(os.path.dirname(python), "ds-helper")
+    ds_helper = sibling if os.path.exists(sibling) else (shutil.which("ds-helper") or sys.exit("no ds-helper"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "SLURM_", "DS_HELPER"))}
+
+    with tempfile.TemporaryDirectory(prefix="ds-bench-") as work:
+        with open(os.path.join(work, "script.py"), "w") as f:
+            f.write("pass\n")
+        for name, extra in (("plan.json", []), ("plan-dry.json", ["dry_run=true"])):
+            saved = _run([ds_helper, "log.quiet=true", "script=script.py", *extra, "--save-plan", name], work, env)
+            if saved.returncode != 0:
+                sys.exit(saved.stderr.decode())
+        rows: Dict[str, tuple[List[str], List[str]]] = {  # name -> (command, its dry-run twin for RSS)
+            "python script.py": ([python, "script.py"], [python, "script.py"]),
+            "ds-helper (compose)": ([ds_helper, "log.quiet=true", "script=script.py"],
+                                    [ds_helper, "log.quiet=true", "script=script.py", "dry_run=true"]),
+            "ds-helper --plan": ([ds_helper, "--plan", "plan.json"], [ds_helper, "--plan", "plan-dry.json"]),
+        }
+        if opts.deepspeed:
+            helper = [opts.deepspeed, "-m", "deepspeed.launcher.launcher_helper", "--launcher", "mpich"]
+            rows["deepspeed launcher_helper"] = ([*helper, "script.py"], [opts.deepspeed, "-c", "import deepspeed"])
+
+        results: Dict[tuple[int, str], Dict[str, float]] = {}
+        for n, rounds in zip(sizes, repeats, strict=True):
+            mpiexec = [opts.mpiexec, "-n", str(n)]
+            for cmd, _ in rows.values():
+                timed([*mpiexec, *cmd], work, env)  # warm-up: page cache, .pyc
+            walls: Dict[str, List[float]] = {name: [] for name in rows}
+            cpus: Dict[str, List[float]] = {name: [] for name in rows}
+            for _ in range(rounds):
+                for name, (cmd, _) in rows.items():
+                    wall, cpu = timed([*mpiexec, *cmd], work, env)
+                    walls[name].append(wall)
+                    cpus[name].append(cpu)
+            for name, (_, dry) in rows.items():
+                results[(n, name)] = {
+                    "wall": statistics.median(walls[name]),
+                    "cpu": statistics.median(cpus[name]) / n,
+                    "rss": peak_rss_mb(mpiexec, dry, work, env),
+                    "sc": float("nan") if opts.no_strace else file_syscalls(mpiexec, rows[name][0], work, env) / n,
+                    "own": float("nan") if opts.no_strace else rank_file_syscalls(mpiexec, rows[name][0], work, env),
+                }
+            print(f"  ... N={n} done ({rounds} rounds)", file=sys.stderr, flush=True)
+
+    command = " ".join(["python", "bench/startup.py", *sys.argv[1:]])
+    print(f"command: {command}")
+    for fact in machine_facts(python, ds_helper, opts.mpiexec, load):
+        print(fact)
+    print(f"rounds per N: {dict(zip(sizes, repeats, strict=True))} (interleaved, medians)\n")
+    header = ("N", "row", "wall ms", "x bare", "cpu s/rank", "helper RSS MB", "file sc/rank", "own file sc")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---:" if i != 1 else "---" for i in range(len(header))) + "|")
+    for n in sizes:
+        bare = results[(n, "python script.py")]["wall"]
+        for name in rows:
+            r = results[(n, name)]
+            sc, own = ("-" if r[k] != r[k] else f"{r[k]:.0f}" for k in ("sc", "own"))
+            cells = (str(n), name, f"{r['wall'] * 1000:.0f}", f"{r['wall'] / bare:.2f}", f"{r['cpu']:.3f}",
+                     f"{r['rss']:.1f}", sc, own)
+            print("| " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
