@@ -296,3 +296,11 @@ def test_a_mistake_inside_a_recipe_names_its_file_and_line_at_launch(team: Path)
     assert_user_error(ds("recipe=typo", "show.py", env=team_env(team)), f"{team / 'typo.yaml'}:4: Key 'corse' not in")
     write(team, "typo2", "# @package _global_\ndefaults:\n  - override /launcher: mpihc\n")
     assert_user_error(ds("recipe=typo2", "show.py", env=team_env(team)), "launcher=mpihc: no such option")
+
+
+def test_a_recipe_saved_into_a_plan_starts_ranks_without_composing(tmp_path: Path, team: Path) -> None:
+    plan = tmp_path / "plan.json"
+    saved = ds("recipe=ourjob", "script=show.py", "--save-plan", str(plan), env=team_env(team))
+    assert saved.returncode == 0, saved.stderr
+    result = mpich(2, DS_HELPER, "--plan", str(plan), "--", "y", env=clean_env())  # no recipe path needed now
+    assert [r["argv"] for r in json_lines(result.stdout)] == [["--from-ourjob", "y"]] * 2, result.stderr
