@@ -1,0 +1,62 @@
+"""The README's catalogue of user mistakes, run row by row: each gives exactly its documented message."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import List, Tuple
+
+import pytest
+from conftest import DS_HELPER, SCRIPTS, assert_user_error, clean_env
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+
+
+def catalogue() -> List[Tuple[str, str, str]]:
+    text = README.read_text()
+    section = text[text.index("## Errors\n") :]
+    section = section[: section.index("\n## ", 5)] if "\n## " in section[5:] else section
+    rows = []
+    for line in section.splitlines():
+        cells = re.findall(r"\| ([^|`]+?|`[^`]*`) (?=\|)", line)
+        if len(cells) == 3 and cells[1].startswith("`"):
+            rows.append((cells[0], cells[1].strip("`"), cells[2].strip("`")))
+    return rows
+
+
+ROWS = catalogue()
+
+
+def test_the_catalogue_is_complete_enough_to_mean_something() -> None:
+    assert len(ROWS) >= 40
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("errors")
+    shutil.copy(SCRIPTS / "show.py", folder)
+    (folder / "damaged-plan.json").write_text("{\n")
+    saved = subprocess.run([DS_HELPER, "--save-plan", "plan.json", "show.py"], cwd=folder, env=clean_env(),
+                           capture_output=True, text=True)
+    assert saved.returncode == 0, saved.stderr
+    return folder
+
+
+@pytest.mark.parametrize(("mistake", "command", "message"), ROWS, ids=[row[0] for row in ROWS])
+def test_documented_message(workdir: Path, mistake: str, command: str, message: str) -> None:
+    words = shlex.split(command)
+    env = clean_env()
+    while words[0] != "ds-helper":
+        name, _, value = words.pop(0).partition("=")
+        env[name] = value
+    before = sorted(p.name for p in workdir.iterdir())
+    result = subprocess.run([DS_HELPER, *words[1:]], cwd=workdir, env=env, capture_output=True, text=True,
+                            stdin=subprocess.DEVNULL, timeout=120)
+    assert result.returncode == 2, (mistake, result.stderr)
+    line = assert_user_error(result)
+    pattern = ".*".join(re.escape(part) for part in message.split("…"))
+    assert re.fullmatch(pattern, line[len("ds-helper: error: ") :]), (mistake, line)
+    assert sorted(p.name for p in workdir.iterdir()) == before  # nothing started, nothing written
