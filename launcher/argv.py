@@ -41,6 +41,9 @@ class Request:
     show_cfg: Optional[str] = None  # --cfg job|all
     help: bool = False
     debug: bool = False
+    list_recipes: bool = False  # --list-recipes
+    check: Optional[List[str]] = None  # --check [FILE|FOLDER ...]: recipes to validate (empty: the whole path)
+    provenance: bool = False  # --provenance: which layer set each value
     dry_run: bool = False  # --dry-run (also added to overrides as dry_run=true)
     save_plan: Optional[str] = None  # --save-plan FILE: compose once, write the plan, start nothing
     plan: Optional[str] = None  # --plan FILE: the per-rank path, no composition
@@ -80,6 +83,13 @@ def parse_argv(argv: List[str]) -> Request:
             if value not in ("job", "all"):
                 raise LaunchError(f"--cfg {value}: expected --cfg job or --cfg all")
             request.show_cfg = value
+        elif token == "--list-recipes":
+            request.list_recipes = True
+        elif token == "--check":
+            request.check = argv[index + 1 :]
+            break
+        elif token in ("--provenance", "--explain"):
+            request.provenance = True
         elif token == "--dry-run":
             request.dry_run = True
             request.overrides.append("dry_run=true")

@@ -20,6 +20,9 @@ USAGE = "usage: ds-helper [FLAG ...] [OVERRIDE ...] [SCRIPT [ARG ...]] [-- ARG .
 FLAGS = (
     ("--cfg job|all", "print the composed config and exit"),
     ("--dry-run", "same as dry_run=true: show ranks, env changes and the command; start nothing"),
+    ("--provenance (or --explain)", "print each value of the composed config and the layer that set it"),
+    ("--list-recipes", "list the recipes recipe=NAME can choose, where each comes from"),
+    ("--check [FILE|FOLDER ...]", "validate recipes (default: every recipe on the path); start nothing"),
     ("--save-plan FILE", "compose and check once, write the launch plan to FILE (JSON); start nothing"),
     ("--plan FILE", "start this rank from a saved plan: no composition, standard library only"),
     ("--debug", "show the traceback of an error (also DS_HELPER_DEBUG=1)"),
@@ -42,6 +45,8 @@ def check_override_keys(overrides: List[str]) -> None:
     """
     for override in overrides:
         key = override.lstrip("+~").partition("=")[0].split("@", 1)[0]
+        if key == "recipe":  # a group of its own, resolved by compose (launcher/recipe.py)
+            continue
         node: object = Config()
         walked: List[str] = []
         for part in key.split("."):
@@ -87,10 +92,62 @@ def print_help() -> None:
         for spec in load_launchers():
             print(f"    {spec.name:<12} {spec.description}")
         print(f"  bind: {', '.join(group_options('bind'))}")
+    from launcher.recipe import available
+
+    print(f"  recipe: {', '.join(sorted(available())) or 'none'} (recipe=NAME; ds-helper --list-recipes)")
     print("\nkeys (set with KEY=VALUE; env.NAME=VALUE sets a variable verbatim, ~env.NAME unsets one):")
     for name, text in _key_help(Config()).items():
         print(f"  {name:<22} {text}")
     print("\nexample: mpiexec -n 4 ds-helper launcher=mpich script=train.py bind.cores=0-31 -- --lr 3e-4")
+
+
+def list_recipes() -> int:
+    from launcher import recipe as recipes
+
+    found = recipes.available()
+    for folder in recipes.team_folders():
+        if not os.path.isdir(folder):
+            print(f"ds-helper: note: {recipes.PATH_VAR} entry {folder} is not a folder", file=sys.stderr)
+    rows = []
+    for name in sorted(found):
+        for index, item in enumerate([found[name], *found[name].shadows]):
+            origin = "shipped" if item.origin == recipes.SHIPPED else item.origin
+            if index == 0 and item.shadows:
+                hidden = ", ".join("shipped" if s.origin == recipes.SHIPPED else s.origin for s in item.shadows)
+                where = f"{origin}  (shadows {name} of {hidden})"
+            elif index > 0:
+                where = f"{origin}  [shadowed by {found[name].path}]"
+            else:
+                where = origin
+            rows.append((name if index == 0 else f"({name})", recipes.description(item.path), where))
+    if not rows:
+        print(f"no recipes (ds-helper ships some; {recipes.PATH_VAR} adds team folders)")
+        return 0
+    name_width = max(len(r[0]) for r in rows)
+    text_width = min(60, max(len(r[1]) for r in rows))
+    print(f"{'NAME':<{name_width}}  {'DESCRIPTION':<{text_width}}  FROM")
+    for name, text, where in rows:
+        print(f"{name:<{name_width}}  {text:<{text_width}}  {where}")
+    return 0
+
+
+def check_recipes(paths: List[str]) -> int:
+    from launcher import recipe as recipes
+    from launcher.compose import check_recipe
+
+    targets = list(recipes.check_targets(paths))
+    if not targets:
+        raise LaunchError(f"--check: no recipe files in {' '.join(paths) or 'the recipe path'}")
+    failed = 0
+    for path in targets:
+        problems = check_recipe(path) if os.path.isfile(path) else [recipes.Problem(path, None, "no such file")]
+        for problem in problems:
+            print(f"ds-helper: error: {problem}", file=sys.stderr)
+        if problems:
+            failed += 1
+        else:
+            print(f"ok {path}")
+    return 2 if failed else 0
 
 
 def compose_request(request: Request) -> tuple[Config, List[LauncherSpec]]:
@@ -140,6 +197,16 @@ def run_plan(request: Request, path: str) -> int:
 def run(request: Request) -> int:
     if request.help:
         print_help()
+        return 0
+    if request.list_recipes:
+        return list_recipes()
+    if request.check is not None:
+        return check_recipes(request.check)
+    if request.provenance:
+        check_override_keys(request.overrides)
+        from launcher.compose import provenance
+
+        print("\n".join(provenance(request.overrides, request.script, request.env)))
         return 0
     if request.plan is not None:
         return run_plan(request, request.plan)

@@ -7,9 +7,11 @@ directory, no log files, no logging takeover, no ``chdir`` and no ``sys.argv`` p
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import re
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional
 
 from hydra import compose, initialize_config_dir, initialize_config_module
 from hydra.core.config_store import ConfigStore
@@ -18,6 +20,7 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from launcher import recipe as recipes
 from launcher.errors import LaunchError
 from launcher.schema import Config, LauncherSpec
 
@@ -116,17 +119,206 @@ def _typed(cfg: DictConfig) -> Config:
     return config
 
 
+def _register_recipes(loaded: List[recipes.Loaded]) -> None:
+    """Only the recipes this composition needs, under group ``recipe``: ds-helper decides which file wins."""
+    store = ConfigStore.instance()
+    store.repo.pop("recipe", None)
+    for item in loaded:
+        try:
+            node = OmegaConf.create(item.text)
+        except (OmegaConfBaseException, ValueError) as exc:
+            raise LaunchError(f"{item.recipe.path}: {explain(exc)}") from None
+        store.store(group="recipe", name=item.recipe.name, node=node, package="_global_")
+
+
+def _recipe_override(overrides: List[str]) -> tuple[List[str], List[recipes.Loaded]]:
+    """``recipe=NAME`` or ``recipe=path.yaml`` -> the override Hydra composes, and the recipes it builds on."""
+    rest = [o for o in overrides if o.lstrip("+").partition("=")[0] != "recipe"]
+    chosen = [o.partition("=")[2] for o in overrides if o.lstrip("+").partition("=")[0] == "recipe"]
+    if not chosen:
+        return overrides, []
+    if len(chosen) > 1:
+        raise LaunchError(f"recipe given {len(chosen)} times: {', '.join('recipe=' + c for c in chosen)}")
+    value = chosen[0].strip("'\"")
+    name, visible = recipes.select(value)
+    loaded = recipes.chain(name, visible)
+    _register_recipes(loaded)
+    return [f"recipe={name}", *rest], loaded
+
+
+def _compose_recipe_errors(overrides: List[str]) -> DictConfig:
+    try:
+        return compose(config_name="config", overrides=overrides)
+    except MissingConfigException as exc:
+        if exc.missing_cfg_file and exc.missing_cfg_file.startswith("recipe/"):
+            # A recipe is registered only with the recipes it builds on: name the real options.
+            names = ", ".join(sorted(recipes.available())) or "none"
+            raise LaunchError(f"{exc.missing_cfg_file}: no such recipe (available: {names})") from None
+        raise
+
+
 def compose_config(overrides: List[str]) -> tuple[Config, List[LauncherSpec]]:
     """The composed, validated config, and with launcher=auto every candidate launcher."""
+    loaded: List[recipes.Loaded] = []
     with hydra_context():
         try:
-            cfg = compose(config_name="config", overrides=overrides)
+            overrides, loaded = _recipe_override(overrides)
+            cfg = _compose_recipe_errors(overrides)
             config = _typed(cfg)
             candidates = load_launchers() if config.launcher.name == "auto" else []
         except (HydraException, OmegaConfBaseException) as exc:
-            raise LaunchError(explain(exc)) from exc
+            raise LaunchError(_recipe_error(exc, loaded)) from exc
     return config, candidates
+
+
+_IN_RECIPE = re.compile(r"^In 'recipe/([^']*)': \w+ raised while composing config:; ")
+
+
+def _recipe_error(exc: BaseException, loaded: List[recipes.Loaded]) -> str:
+    """Hydra's message; for a mistake inside a recipe, with the recipe's file and line instead of its name."""
+    message = explain(exc)
+    match = _IN_RECIPE.match(message)
+    for item in loaded if match else []:
+        if item.recipe.name == match.group(1):  # type: ignore[union-attr]
+            line = _line_of(exc, item.lines)
+            where = f"{item.recipe.path}:{line}" if line else item.recipe.path
+            return f"{where}: {message[match.end() :]}"  # type: ignore[union-attr]
+    return message
 
 
 def config_yaml(config: Config) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(config))
+
+
+# ------------------------------------------------------------------------------------------ recipes: --check
+
+_FULL_KEY = re.compile(r"full_key: (\S+)")
+_COMPOSING = re.compile(r"^In '[^']*': \w+ raised while composing config:; ")
+
+
+def _line_of(exc: BaseException, lines: Dict[str, int]) -> Optional[int]:
+    """The line of the key a Hydra/OmegaConf error is about, when it is in this file."""
+    seen: Optional[BaseException] = exc
+    while seen is not None:
+        match = _FULL_KEY.search(str(seen))
+        if match:
+            key = match.group(1)
+            while key:
+                if key in lines:
+                    return lines[key]
+                key = key.rpartition(".")[0]
+        seen = seen.__cause__
+    return None
+
+
+def check_recipe(path: str) -> List[recipes.Problem]:
+    """Every problem of one recipe file: YAML, data safety, then a real composition validated by the schema.
+
+    The file's own folder is searched first for the recipes it builds on. A recipe need not name a script: the
+    script is usually given at launch (``ds-helper recipe=x train.py``), and a launch without one is refused then.
+    """
+    text = recipes.read(path)
+    _, lines, problems = recipes.load(path, text)
+    if problems:
+        return problems
+    name = os.path.basename(path).rsplit(".", 1)[0]
+    if not path.endswith(".yaml") or not recipes.NAME.match(name):
+        return [recipes.Problem(path, None, "a recipe file is NAME.yaml, NAME of letters, digits, _ . -")]
+    visible = recipes.available(extra_first=os.path.dirname(os.path.abspath(path)))
+    visible[name] = recipes.Recipe(name, os.path.abspath(path), "checked")
+    with hydra_context():
+        try:
+            _register_recipes(recipes.chain(name, visible))
+            _typed(compose(config_name="config", overrides=[f"recipe={name}"]))
+        except LaunchError as exc:
+            message = str(exc).removeprefix(os.path.abspath(path) + ": ")
+            return [recipes.Problem(path, None, message)]
+        except (HydraException, OmegaConfBaseException) as exc:
+            message = _COMPOSING.sub("", explain(exc))
+            return [recipes.Problem(path, _line_of(exc, lines), message)]
+    return []
+
+
+# ------------------------------------------------------------------------------------ --provenance / --explain
+
+
+def _leaves(node: Any, prefix: str = "") -> Dict[str, Any]:
+    """Dotted key -> value for every leaf; lists are leaves, an empty mapping is a leaf too."""
+    if isinstance(node, dict) and node:
+        out: Dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_leaves(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: node}
+
+
+def _without_hydra(cfg: DictConfig) -> DictConfig:
+    return OmegaConf.masked_copy(cfg, [str(key) for key in cfg if key != "hydra"])
+
+
+def _plain(cfg: DictConfig) -> Dict[str, Any]:
+    data: Dict[str, Any] = OmegaConf.to_container(_without_hydra(cfg), resolve=True)  # type: ignore[assignment]
+    return data
+
+
+def provenance(overrides: List[str], script: Optional[str], env: Dict[str, Optional[str]]) -> List[str]:
+    """``key: value  # layer`` for every leaf of the composed config, the layer being the last one to change it.
+
+    Composes in layers, each diffed with the one before: the schema's defaults, the chosen launcher and bind
+    options, each recipe (bases first), then the command line. Off the per-rank path: only --provenance runs it.
+    """
+    with hydra_context():
+        try:
+            overrides, loaded = _recipe_override(overrides)
+            final = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+            _typed(_without_hydra(final))
+            chosen = {group: str(final.hydra.runtime.choices[group]) for group in GROUPS}
+            groups = [f"{group}={option}" for group, option in chosen.items()]
+            layers: List[tuple[str, Dict[str, Any]]] = [
+                ("default (schema)", _leaves(OmegaConf.to_container(OmegaConf.structured(Config))))
+            ]
+            base = _leaves(_plain(compose(config_name="config", overrides=groups)))
+            layers.append(("group", base))
+            for item in loaded:
+                label = f"recipe {item.recipe.name} ({item.recipe.path})"
+                recipe_overrides = [*groups, f"recipe={item.recipe.name}"]
+                layers.append((label, _leaves(_plain(compose(config_name="config", overrides=recipe_overrides)))))
+            layers.append(("command line", _leaves(_plain(final))))
+        except (HydraException, OmegaConfBaseException) as exc:
+            raise LaunchError(explain(exc)) from exc
+    last = layers[-1][1]
+    if script is not None:
+        last["script"] = script
+    if env and last.get("env") == {}:
+        del last["env"]
+    for name, value in env.items():
+        last[f"env.{name}"] = value
+    lines = []
+    for group in GROUPS:
+        who = _choice_source(group, overrides, loaded)
+        lines.append(f"# {group}={chosen[group]}  ({who})")
+    for key, value in last.items():
+        source = "default (schema)"
+        previous: Dict[str, Any] = {}
+        for label, values in layers:
+            if key in values and (key not in previous or previous[key] != values[key]):
+                source = label
+            previous = values
+        if source == "group":
+            group = key.split(".", 1)[0]
+            source = (
+                f"{group} option {chosen[group]} (conf/{group}/{chosen[group]}.yaml)"
+                if group in GROUPS
+                else "config.yaml"
+            )
+        lines.append(f"{key}: {json.dumps(value)}  # {source}")
+    return lines
+
+
+def _choice_source(group: str, overrides: List[str], loaded: List[recipes.Loaded]) -> str:
+    if any(o.lstrip("+").partition("=")[0] == group for o in overrides):
+        return "command line"
+    for item in reversed(loaded):
+        if group in recipes.choices(item.data):
+            return f"recipe {item.recipe.name} ({item.recipe.path})"
+    return "config.yaml default"

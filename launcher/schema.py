@@ -117,6 +117,7 @@ class LogSpec:
 class Config:
     """The whole composed config: what ``--cfg job`` prints."""
 
+    description: str = field(default="", metadata=_help("what a recipe is for: one line shown by --list-recipes"))
     launcher: LauncherSpec = field(default_factory=LauncherSpec)
     bind: BindSpec = field(default_factory=BindSpec)
     script: Optional[str] = field(default=None, metadata=_help("the script to run (or the module with module=true)"))

@@ -1,0 +1,337 @@
+"""Team recipes: where they are found, which one wins, and the checks that keep a recipe plain data.
+
+A recipe is one YAML file in a *flat* folder (``recipes/ourjob.yaml`` is ``recipe=ourjob``). The folders are, in
+order, each entry of ``$DS_HELPER_RECIPE_PATH`` (``os.pathsep``-separated, earlier wins) and then the recipes
+shipped with ds-helper, so a team folder may shadow a shipped recipe. ``recipe=path/to/file.yaml`` names a file.
+
+Hydra wants recipes in a ``recipe/`` group folder and appends ``hydra.searchpath`` entries after the packaged
+configs, so a team folder could never shadow. Instead ``compose`` registers the recipes a launch needs in Hydra's
+ConfigStore under group ``recipe`` (package ``_global_``), after this module has read and checked them: the
+precedence is decided here, Hydra still composes (defaults lists, ``override /launcher: ...``, recipes built on
+recipes), and no plugin acts for any other Hydra application in the environment.
+
+This module reads YAML with PyYAML's safe loader only (no Hydra, no OmegaConf): Python tags are refused.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+from launcher.errors import LaunchError
+
+PATH_VAR = "DS_HELPER_RECIPE_PATH"
+NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+SAFE_RESOLVERS = ("oc.env", "oc.select", "oc.decode", "oc.dict.keys", "oc.dict.values")
+"""Resolvers a recipe may use. Hydra's ``now`` is refused: every rank composes on its own, at its own second."""
+GROUPS = ("launcher", "bind")
+_RESOLVER_CALL = re.compile(r"\$\{\s*([A-Za-z_][\w.\-]*)\s*:")
+_PACKAGE = re.compile(r"^#\s*@package\s+(\S+)\s*$", re.MULTILINE)
+_RECIPE_REF = re.compile(r"^(?:/recipe/)?([^@/]+)(?:@(_here_|_global_))?$")
+SHIPPED = "shipped"
+
+
+@dataclass
+class Recipe:
+    name: str
+    path: str
+    origin: str  # "shipped", or the team folder it was found in
+    shadows: List[Recipe] = field(default_factory=list)  # recipes of the same name further down the path
+
+
+@dataclass
+class Problem:
+    path: str
+    line: Optional[int]
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}: {self.message}" if self.line else f"{self.path}: {self.message}"
+
+
+def shipped_folder() -> str:
+    """The recipes shipped with ds-helper: package ``launcher.recipes`` when installed, ``recipes/`` in a checkout."""
+    spec = importlib.util.find_spec("launcher.recipes")
+    if spec is not None and spec.submodule_search_locations:
+        return list(spec.submodule_search_locations)[0]
+    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
+
+
+def team_folders(environ: Optional[Dict[str, str]] = None) -> List[str]:
+    """The entries of $DS_HELPER_RECIPE_PATH, made absolute, in order (missing ones included)."""
+    value = (os.environ if environ is None else environ).get(PATH_VAR, "")
+    return [os.path.abspath(entry) for entry in value.split(os.pathsep) if entry]
+
+
+def folders() -> List[Tuple[str, str]]:
+    """(folder, origin) in search order: team folders first, then the shipped recipes."""
+    return [(folder, folder) for folder in team_folders()] + [(shipped_folder(), SHIPPED)]
+
+
+def folder_files(folder: str) -> List[str]:
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        return []
+    return [os.path.join(folder, n) for n in names if n.endswith(".yaml") and os.path.isfile(os.path.join(folder, n))]
+
+
+def available(extra_first: Optional[str] = None) -> Dict[str, Recipe]:
+    """Every recipe name and the file that wins it; ``extra_first`` is a folder searched before all others."""
+    search = ([(extra_first, extra_first)] if extra_first else []) + folders()
+    found: Dict[str, Recipe] = {}
+    seen = set()
+    for folder, origin in search:
+        if os.path.realpath(folder) in seen:
+            continue
+        seen.add(os.path.realpath(folder))
+        for path in folder_files(folder):
+            name = os.path.basename(path)[: -len(".yaml")]
+            recipe = Recipe(name, path, origin)
+            if name in found:
+                found[name].shadows.append(recipe)
+            else:
+                found[name] = recipe
+    return found
+
+
+def is_path(value: str) -> bool:
+    return "/" in value or value.endswith((".yaml", ".yml"))
+
+
+def select(value: str) -> Tuple[str, Dict[str, Recipe]]:
+    """``recipe=VALUE`` -> (the name to compose, the recipes visible to it)."""
+    if is_path(value):
+        path = os.path.abspath(value)
+        if not os.path.isfile(path):
+            raise LaunchError(f"recipe={value}: no such file")
+        name = os.path.basename(path).rsplit(".", 1)[0]
+        if not NAME.match(name):
+            raise LaunchError(f"recipe={value}: the file name must be a plain name (letters, digits, _ . -)")
+        recipes = available(extra_first=os.path.dirname(path))  # its bases: its own folder first, as --check
+        recipes[name] = Recipe(name, path, "command line")
+        return name, recipes
+    recipes = available()
+    if value not in recipes:
+        names = ", ".join(sorted(recipes)) or "none"
+        raise LaunchError(f"recipe={value}: no such recipe (available: {names}; ds-helper --list-recipes)")
+    return value, recipes
+
+
+# ---------------------------------------------------------------------------------------------------- reading
+
+
+def _yaml() -> Any:
+    import yaml
+
+    return yaml
+
+
+def read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LaunchError(f"{path}: cannot read: {exc}") from None
+
+
+def load(path: str, text: str) -> Tuple[Dict[str, Any], Dict[str, int], List[Problem]]:
+    """The recipe as plain data, the line of each dotted key, and every data-safety problem found."""
+    yaml = _yaml()
+    problems: List[Problem] = []
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        return {}, {}, [Problem(path, mark.line + 1 if mark else None, f"YAML syntax: {problem}")]
+    lines: Dict[str, int] = {}
+    if node is None:
+        return {}, lines, [Problem(path, None, "empty file: a recipe is a YAML mapping")]
+    _walk(path, node, "", lines, problems)
+    if problems:
+        return {}, lines, problems
+    try:
+        data = yaml.load(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:  # pragma: no cover - compose already parsed it
+        mark = getattr(exc, "problem_mark", None)
+        return {}, lines, [Problem(path, mark.line + 1 if mark else None, f"YAML: {exc}")]
+    if not isinstance(data, dict):
+        return {}, lines, [Problem(path, 1, "a recipe is a YAML mapping (key: value lines)")]
+    package = _PACKAGE.search(text)
+    if package and package.group(1) != "_global_":
+        problems.append(Problem(path, None, f"'# @package {package.group(1)}': a recipe is always '_global_'"))
+    problems += _check_defaults(path, data.get("defaults", []), lines.get("defaults"))
+    for key in ("description",):
+        if key in data and not isinstance(data[key], str):
+            problems.append(Problem(path, lines.get(key), f"{key}: must be a string"))
+    return data, lines, problems
+
+
+def _walk(path: str, node: Any, prefix: str, lines: Dict[str, int], problems: List[Problem]) -> None:
+    """Refuse Python tags, ``_target_`` and unsafe resolvers anywhere; note the line of each key."""
+    yaml = _yaml()
+    line = node.start_mark.line + 1
+    if node.tag.startswith("tag:yaml.org,2002:python/") or node.tag.startswith("!"):
+        problems.append(Problem(path, line, f"tag {node.tag!r} refused: a recipe is plain data"))
+        return
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            _walk(path, key_node, prefix, lines, problems)
+            key = str(key_node.value)
+            dotted = f"{prefix}{key}"
+            lines.setdefault(dotted, key_node.start_mark.line + 1)
+            if dotted == "hydra":
+                problems.append(
+                    Problem(
+                        path,
+                        key_node.start_mark.line + 1,
+                        "hydra: refused: a recipe cannot change "
+                        "Hydra's own settings (search path, logging, output directories)",
+                    )
+                )
+                continue
+            if key == "_target_":
+                problems.append(
+                    Problem(
+                        path,
+                        key_node.start_mark.line + 1,
+                        f"{dotted}: _target_ refused: a recipe is data, it cannot name Python code to instantiate",
+                    )
+                )
+            _walk(path, value_node, dotted + ".", lines, problems)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _walk(path, item, prefix, lines, problems)
+    elif isinstance(node.value, str):
+        for resolver in _RESOLVER_CALL.findall(node.value):
+            if resolver not in SAFE_RESOLVERS:
+                problems.append(
+                    Problem(
+                        path,
+                        line,
+                        f"resolver '{resolver}' refused in {node.value!r} "
+                        f"(a recipe may use {', '.join(SAFE_RESOLVERS)})",
+                    )
+                )
+
+
+_DEFAULTS_HELP = (
+    "a recipe's defaults may only be '_self_', 'override /launcher: NAME', 'override /bind: NAME' or "
+    "another recipe ('/recipe/NAME@_here_' or 'NAME')"
+)
+
+
+def _check_defaults(path: str, defaults: Any, line: Optional[int]) -> List[Problem]:
+    """An allow-list: choose a launcher or bind option, or build on another recipe. Nothing can reach a file."""
+    if not isinstance(defaults, list):
+        return [Problem(path, line, f"defaults: must be a list; {_DEFAULTS_HELP}")]
+    problems = []
+    for entry in defaults:
+        if entry == "_self_":
+            continue
+        if isinstance(entry, str):
+            match = _RECIPE_REF.match(entry)
+            if match and NAME.match(match.group(1)) and ".." not in entry:
+                continue
+        elif isinstance(entry, dict) and len(entry) == 1:
+            ((key, value),) = entry.items()
+            group = str(key).removeprefix("override ").strip().lstrip("/")
+            if str(key).startswith("override ") and group in GROUPS and isinstance(value, str) and NAME.match(value):
+                if ".." not in value:
+                    continue
+        problems.append(Problem(path, line, f"defaults entry {entry!r} refused: {_DEFAULTS_HELP}"))
+    return problems
+
+
+def bases(data: Dict[str, Any]) -> List[str]:
+    """The recipes a (checked) recipe builds on, by name."""
+    names = []
+    for entry in data.get("defaults", []):
+        if isinstance(entry, str) and entry != "_self_":
+            match = _RECIPE_REF.match(entry)
+            if match:
+                names.append(match.group(1))
+    return names
+
+
+def choices(data: Dict[str, Any]) -> Dict[str, str]:
+    """The group options a (checked) recipe chooses: {'launcher': 'mpich'}."""
+    chosen = {}
+    for entry in data.get("defaults", []):
+        if isinstance(entry, dict):
+            for key, value in entry.items():
+                chosen[str(key).removeprefix("override ").strip().lstrip("/")] = value
+    return chosen
+
+
+@dataclass
+class Loaded:
+    recipe: Recipe
+    text: str
+    data: Dict[str, Any]
+    lines: Dict[str, int]
+
+
+def chain(name: str, recipes: Dict[str, Recipe]) -> List[Loaded]:
+    """The recipe and every recipe it builds on, bases first, each read and checked; the first problem raises."""
+    order: List[Loaded] = []
+    done: Dict[str, bool] = {}
+
+    def visit(current: str, stack: Tuple[str, ...]) -> None:
+        if current in stack:
+            raise LaunchError(f"recipe {current}: builds on itself ({' -> '.join(stack + (current,))})")
+        if current in done:
+            return
+        if current not in recipes:
+            where = recipes[stack[-1]].path if stack else "recipe"
+            names = ", ".join(sorted(recipes)) or "none"
+            raise LaunchError(f"{where}: builds on recipe {current!r}, which does not exist (available: {names})")
+        recipe = recipes[current]
+        text = read(recipe.path)
+        data, lines, problems = load(recipe.path, text)
+        if problems:
+            raise LaunchError(str(problems[0]))
+        for base in bases(data):
+            visit(base, stack + (current,))
+        done[current] = True
+        order.append(Loaded(recipe, text, data, lines))
+
+    visit(name, ())
+    return order
+
+
+def description(path: str) -> str:
+    """The ``description:`` key, else the first comment line that is not the ``@package`` header."""
+    try:
+        text = read(path)
+    except LaunchError as exc:
+        return f"(unreadable: {exc})"
+    data, _, problems = load(path, text)
+    if problems:
+        return f"(invalid: {problems[0].message})"
+    if isinstance(data.get("description"), str):
+        return str(data["description"]).strip().splitlines()[0] if data["description"].strip() else ""
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("#") and not _PACKAGE.match(stripped):
+            return stripped.lstrip("#").strip()
+        if stripped and not stripped.startswith("#"):
+            break
+    return ""
+
+
+def check_targets(paths: List[str]) -> Iterator[str]:
+    """The recipe files named by --check's arguments (files, or flat folders), or every recipe on the path."""
+    if not paths:
+        for folder, _origin in folders():
+            yield from folder_files(folder)
+        return
+    for path in paths:
+        if os.path.isdir(path):
+            yield from folder_files(path)
+        else:
+            yield path
