@@ -114,6 +114,8 @@ def plan_from_json(text: str, where: str = "plan") -> Plan:
         found = data.get("format") if isinstance(data, dict) else None
         raise LaunchError(f"{where}: plan format {found!r} is not the format {PLAN_FORMAT} this ds-helper reads")
     plan: Plan = _build(Plan, data["plan"], where)
+    if not isinstance(plan.launchers, list):
+        raise LaunchError(f"{where}.launchers: {plan.launchers!r} is not a list")
     plan.launchers = [_launcher_from(item, f"{where}.launchers") for item in plan.launchers]
     if plan.fallback is not None:
         plan.fallback = _launcher_from(plan.fallback, f"{where}.fallback")

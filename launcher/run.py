@@ -194,8 +194,9 @@ def run_in_process(plan: Plan, launch: Launch) -> NoReturn:
             runpy.run_module(target, run_name="__main__", alter_sys=True)
         else:
             sys.argv = [target, *args]
-            sys.path[0] = os.path.dirname(os.path.abspath(target))  # python SCRIPT puts its folder first
-            runpy.run_path(target, run_name="__main__")
+            path = os.path.abspath(target)  # python SCRIPT compiles it under its absolute path (tracebacks)
+            sys.path[0] = os.path.dirname(path)  # and puts its folder first
+            runpy.run_path(path, run_name="__main__")
     except SystemExit:
         raise
     except KeyboardInterrupt:

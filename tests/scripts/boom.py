@@ -1,0 +1,8 @@
+"""Raises an uncaught exception two frames deep."""
+
+
+def fail():
+    raise ValueError("boom")
+
+
+fail()
