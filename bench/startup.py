@@ -10,8 +10,11 @@ Rows, each started as ``mpiexec -n N CMD`` in a scratch directory holding an emp
 - ``ds-helper (compose)``: ``ds-helper log.quiet=true script=script.py``: Hydra composes on every rank.
 - ``ds-helper --plan``: ``ds-helper --plan plan.json``, the plan saved once before timing by
   ``ds-helper log.quiet=true script=script.py --save-plan plan.json``.
+- ``ds-helper --plan, run_mode=inprocess``: the same with a plan saved with ``run_mode=inprocess``: the script
+  runs in ds-helper's own interpreter, so one interpreter start instead of two.
 
-Both ds-helper rows exec ``python -u script.py`` at the end, so they include the script's own interpreter start.
+The rows without run_mode=inprocess exec ``python -u script.py`` at the end, so they include the script's own
+interpreter start.
 The ``ds-helper`` used is the console script next to ``sys.executable`` (else the one on PATH).
 
 Columns and how each is measured:
@@ -192,7 +195,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ds-bench-") as work:
         with open(os.path.join(work, "script.py"), "w") as f:
             f.write("pass\n")
-        for name, extra in (("plan.json", []), ("plan-dry.json", ["dry_run=true"])):
+        for name, extra in (
+            ("plan.json", []),
+            ("plan-dry.json", ["dry_run=true"]),
+            ("plan-inprocess.json", ["run_mode=inprocess"]),
+            ("plan-inprocess-dry.json", ["run_mode=inprocess", "dry_run=true"]),
+        ):
             saved = _run([ds_helper, "log.quiet=true", "script=script.py", *extra, "--save-plan", name], work, env)
             if saved.returncode != 0:
                 sys.exit(saved.stderr.decode())
@@ -203,6 +211,10 @@ def main() -> None:
                 [ds_helper, "log.quiet=true", "script=script.py", "dry_run=true"],
             ),
             "ds-helper --plan": ([ds_helper, "--plan", "plan.json"], [ds_helper, "--plan", "plan-dry.json"]),
+            "ds-helper --plan, run_mode=inprocess": (
+                [ds_helper, "--plan", "plan-inprocess.json"],
+                [ds_helper, "--plan", "plan-inprocess-dry.json"],
+            ),
         }
         if opts.deepspeed == "install":
             opts.deepspeed = deepspeed_python()
