@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from launcher.errors import LaunchError
 
@@ -57,10 +57,14 @@ def _quote_list_value(override: str) -> str:
     return override
 
 
-def _take_value(argv: List[str], index: int, flag: str) -> str:
+def _flag_value(argv: List[str], index: int) -> Tuple[str, int]:
+    """The value of the flag at ``argv[index]`` (``--flag=V`` or ``--flag V``) and the index of its last token."""
+    flag, equals, value = argv[index].partition("=")
+    if equals:
+        return value, index
     if index + 1 >= len(argv):
         raise LaunchError(f"{flag} needs a value")
-    return argv[index + 1]
+    return argv[index + 1], index + 1
 
 
 def parse_argv(argv: List[str]) -> Request:
@@ -78,8 +82,7 @@ def parse_argv(argv: List[str]) -> Request:
         elif token in ("-m", "--multirun"):
             raise LaunchError("-m/--multirun is not supported: ds-helper starts one script per rank, it does not sweep")
         elif token == "--cfg" or token.startswith("--cfg="):
-            value = token.partition("=")[2] if "=" in token else _take_value(argv, index, "--cfg")
-            index += 0 if "=" in token else 1
+            value, index = _flag_value(argv, index)
             if value not in ("job", "all"):
                 raise LaunchError(f"--cfg {value}: expected --cfg job or --cfg all")
             request.show_cfg = value
@@ -95,18 +98,15 @@ def parse_argv(argv: List[str]) -> Request:
             request.overrides.append("dry_run=true")
         elif token in ("--save-plan", "--plan") or token.startswith(("--save-plan=", "--plan=")):
             flag = token.partition("=")[0]
-            value = token.partition("=")[2] if "=" in token else _take_value(argv, index, flag)
-            index += 0 if "=" in token else 1
+            value, index = _flag_value(argv, index)
             if not value:
                 raise LaunchError(f"{flag} needs a file name")
             setattr(request, flag[2:].replace("-", "_"), value)
         elif token == "--launcher" or token.startswith("--launcher="):
-            value = token.partition("=")[2] if "=" in token else _take_value(argv, index, "--launcher")
-            index += 0 if "=" in token else 1
+            value, index = _flag_value(argv, index)
             request.overrides.append(f"launcher={value.lower()}")  # DeepSpeed lowercases it too
         elif token == "--bind_core_list" or token.startswith("--bind_core_list="):
-            value = token.partition("=")[2] if "=" in token else _take_value(argv, index, "--bind_core_list")
-            index += 0 if "=" in token else 1
+            value, index = _flag_value(argv, index)
             request.overrides.append(_quote_list_value(f"bind.cores={value}"))
         elif token in _DEEPSPEED_SWITCHES:
             request.overrides.append(_DEEPSPEED_SWITCHES[token])
