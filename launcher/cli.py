@@ -6,7 +6,6 @@ never on the ``--plan FILE`` path, which is what every rank of a large job runs 
 
 from __future__ import annotations
 
-import difflib
 import os
 import sys
 from dataclasses import fields, is_dataclass
@@ -33,6 +32,8 @@ FLAGS = (
 
 
 def _suggest(word: str, options: List[str]) -> str:
+    import difflib  # only on a mistake: kept off the per-rank start-up
+
     close = difflib.get_close_matches(word, options, n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
