@@ -21,15 +21,17 @@ How this differs from DeepSpeed's ``get_numactl_cmd`` (deepspeed-launcher.md 3.4
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from launcher.cpuset import format_cpus, parse_cpus
 from launcher.errors import LaunchError
-from launcher.topology import Topology
+from launcher.schema import BindSpec  # the bind group's schema lives with the others
+
+if TYPE_CHECKING:  # the topology module is loaded only where binding is asked for
+    from launcher.topology import Topology
 
 POLICIES = ("none", "cores", "numa")
 REMAINDERS = ("drop", "spread", "error")
@@ -58,48 +60,6 @@ _GPU_RANGE = re.compile(r"[0-9]+-[0-9]+", re.ASCII)
 
 
 @dataclass
-class BindSpec:
-    """User-facing binding parameters: the ``bind`` config group (also its Hydra structured-config schema).
-
-    Field types stay within what OmegaConf supports (str, bool, Any).
-    """
-
-    #: 'none': leave affinity alone (GPU visibility still applies);
-    #: 'cores': split the core list among the local ranks in contiguous equal slices (DeepSpeed's
-    #:   bind_cores_to_rank, without its bugs);
-    #: 'numa': spread local ranks over the NUMA nodes that have CPUs (contiguous ranks share a node), each rank
-    #:   gets a slice of its node's cores and its memory is bound to that node.
-    policy: str = "none"
-    #: Core list in any spelling ``parse_cpus`` accepts ('0-31', '0-31:2', 7, [0, 2, 4], ['0-3', '8-11']).
-    #: None = every CPU this process may use (sched_getaffinity, i.e. after cgroup/PM restrictions).
-    cores: Any = None
-    #: Use one hardware thread per physical core (the lowest usable sibling per
-    #: thread_siblings_list); the other threads stay unused.
-    physical: bool = False
-    #: When the cores (or, for policy 'numa' with fewer ranks than nodes, the nodes) do not divide evenly:
-    #: 'drop' = equal slices, left-overs unused and listed in the notes (DeepSpeed's behaviour, keeps
-    #:   OMP_NUM_THREADS identical on every rank, leaves room for OS/data-loader threads);
-    #: 'spread' = the first ``rem`` ranks get one extra; 'error' = refuse.
-    remainder: str = "drop"
-    #: 'auto' = policy 'numa': bind to the rank's node(s); policy 'cores': bind only when all the rank's
-    #:   cores are on one node; when that node has near flat-mode HBM, 'preferred' on the HBM node instead;
-    #:   nothing on single-memory-node machines;
-    #: 'none' = no memory policy (kernel first-touch); 'local' = strict bind to the nodes of the rank's cores;
-    #: 'preferred' = preferred on the near HBM node of each of those nodes, else on the node itself.
-    memory: str = "auto"
-    #: If applying the memory policy is refused (no CAP_SYS_NICE, no numactl) fail instead of warning.
-    strict: bool = False
-    #: GPUs per node: None/'off' = do not touch visibility; an int N = devices 0..N-1; a list (or a
-    #: comma string) of device ids / UUIDs. Devices are dealt out in equal contiguous slices per local rank.
-    gpus: Any = None
-    #: Which visibility variable to set: 'nvidia' (CUDA_VISIBLE_DEVICES), 'amd' (ROCR_VISIBLE_DEVICES),
-    #: 'intel' (ZE_AFFINITY_MASK).
-    gpu_vendor: str = "nvidia"
-    #: Set OMP_NUM_THREADS to the number of CPUs of the rank, unless the environment already has it.
-    omp_threads: bool = True
-
-
-@dataclass
 class Placement:
     """What one local rank gets. Only the fields that should change something are set."""
 
@@ -122,6 +82,8 @@ def _choice(value: object, name: str, allowed: Sequence[str]) -> str:
         return raw
     hint = ""
     if isinstance(raw, str):
+        import difflib  # only on a mistake
+
         close = difflib.get_close_matches(raw, allowed, n=1)
         if close:
             hint = f" (did you mean '{close[0]}'?)"

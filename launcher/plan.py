@@ -14,8 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from launcher.errors import LaunchError
-from launcher.placement import BindSpec
-from launcher.schema import Config, ExportSpec, HostSource, LauncherSpec, LogSpec, MasterSpec
+from launcher.schema import BindSpec, Config, ExportSpec, HostSource, LauncherSpec, LogSpec, MasterSpec
 
 PLAN_FORMAT = 1
 """Bumped whenever a field changes meaning; a plan of another format is refused, never half-read."""

@@ -10,19 +10,21 @@ from __future__ import annotations
 import re
 import zlib
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Tuple
 
 from launcher import hostlist
 from launcher.cpuset import format_cpus
 from launcher.errors import LaunchError
-from launcher.placement import Placement, format_layout_table, layout
 from launcher.plan import Plan
 from launcher.schema import RANK_FIELDS, HostSource, LauncherSpec, MasterSpec
-from launcher.topology import Topology, read_topology, usable_cpus
+
+if TYPE_CHECKING:  # binding's modules are loaded only when binding is asked for (or shown by a dry run)
+    from launcher.placement import Placement
+    from launcher.topology import Topology
 
 Env = Mapping[str, str]
 ReadFile = Callable[[str], str]
-Machine = Tuple[Topology, Tuple[int, ...]]
+Machine = Tuple["Topology", Tuple[int, ...]]
 """The node's CPU/NUMA topology and the CPUs this process may use."""
 ReadMachine = Callable[[], Machine]
 
@@ -69,6 +71,8 @@ class Launch:
 
 
 def read_machine() -> Machine:
+    from launcher.topology import read_topology, usable_cpus
+
     return read_topology("/"), usable_cpus()
 
 
@@ -263,6 +267,8 @@ def place_rank(plan: Plan, spec: LauncherSpec, ranks: Ranks, env: Env, machine: 
         raise LaunchError(
             f"binding needs the number of ranks on this node, and launcher={spec.name} does not give it; use bind=none"
         )
+    from launcher.placement import layout
+
     topology, usable = machine
     try:
         return layout(plan.bind, local_world_size=local_size, topology=topology, usable=usable, env=env)
@@ -296,6 +302,8 @@ def resolve(
         if binding_requested(plan):
             placements = place_rank(plan, spec, ranks, env, machine)
             placement = placements[ranks["local_rank"] or 0]
+            from launcher.placement import format_layout_table
+
             table = format_layout_table(placements)
             notes.extend(placement.notes)
 

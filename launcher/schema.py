@@ -9,9 +9,7 @@ Optional, List, Dict, Any), and every field's ``help`` metadata is what ``ds-hel
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
-
-from launcher.placement import BindSpec
+from typing import Any, Dict, List, Optional
 
 RANK_FIELDS = ("rank", "local_rank", "world_size", "local_world_size", "node_rank")
 """The five numbers a process manager tells each rank, in the order they are resolved and shown."""
@@ -19,6 +17,48 @@ RANK_FIELDS = ("rank", "local_rank", "world_size", "local_world_size", "node_ran
 
 def _help(text: str) -> Dict[str, str]:
     return {"help": text}
+
+
+@dataclass
+class BindSpec:
+    """User-facing binding parameters: the ``bind`` config group (also its Hydra structured-config schema).
+
+    Field types stay within what OmegaConf supports (str, bool, Any).
+    """
+
+    #: 'none': leave affinity alone (GPU visibility still applies);
+    #: 'cores': split the core list among the local ranks in contiguous equal slices (DeepSpeed's
+    #:   bind_cores_to_rank, without its bugs);
+    #: 'numa': spread local ranks over the NUMA nodes that have CPUs (contiguous ranks share a node), each rank
+    #:   gets a slice of its node's cores and its memory is bound to that node.
+    policy: str = "none"
+    #: Core list in any spelling ``parse_cpus`` accepts ('0-31', '0-31:2', 7, [0, 2, 4], ['0-3', '8-11']).
+    #: None = every CPU this process may use (sched_getaffinity, i.e. after cgroup/PM restrictions).
+    cores: Any = None
+    #: Use one hardware thread per physical core (the lowest usable sibling per
+    #: thread_siblings_list); the other threads stay unused.
+    physical: bool = False
+    #: When the cores (or, for policy 'numa' with fewer ranks than nodes, the nodes) do not divide evenly:
+    #: 'drop' = equal slices, left-overs unused and listed in the notes (DeepSpeed's behaviour, keeps
+    #:   OMP_NUM_THREADS identical on every rank, leaves room for OS/data-loader threads);
+    #: 'spread' = the first ``rem`` ranks get one extra; 'error' = refuse.
+    remainder: str = "drop"
+    #: 'auto' = policy 'numa': bind to the rank's node(s); policy 'cores': bind only when all the rank's
+    #:   cores are on one node; when that node has near flat-mode HBM, 'preferred' on the HBM node instead;
+    #:   nothing on single-memory-node machines;
+    #: 'none' = no memory policy (kernel first-touch); 'local' = strict bind to the nodes of the rank's cores;
+    #: 'preferred' = preferred on the near HBM node of each of those nodes, else on the node itself.
+    memory: str = "auto"
+    #: If applying the memory policy is refused (no CAP_SYS_NICE, no numactl) fail instead of warning.
+    strict: bool = False
+    #: GPUs per node: None/'off' = do not touch visibility; an int N = devices 0..N-1; a list (or a
+    #: comma string) of device ids / UUIDs. Devices are dealt out in equal contiguous slices per local rank.
+    gpus: Any = None
+    #: Which visibility variable to set: 'nvidia' (CUDA_VISIBLE_DEVICES), 'amd' (ROCR_VISIBLE_DEVICES),
+    #: 'intel' (ZE_AFFINITY_MASK).
+    gpu_vendor: str = "nvidia"
+    #: Set OMP_NUM_THREADS to the number of CPUs of the rank, unless the environment already has it.
+    omp_threads: bool = True
 
 
 @dataclass

@@ -18,7 +18,6 @@ def test_two_node_step(slurm_cluster):  # noqa: F811
         "2",
         "-n",
         "4",
-        "--output=/dev/stdout",
         "printenv",
         "SLURM_PROCID",
         "SLURM_NODEID",
@@ -32,7 +31,7 @@ def test_two_node_step(slurm_cluster):  # noqa: F811
 
 
 def test_srun_exit_code(slurm_cluster):  # noqa: F811
-    res = slurm_cluster.srun("-N", "1", "-n", "1", "sh", "-c", "exit 3")
+    res = slurm_cluster.srun("-N", "1", "-n", "1", "python3", "-c", "raise SystemExit(3)")
     assert res.returncode == 3
 
 
