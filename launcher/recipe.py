@@ -130,12 +130,39 @@ def _yaml() -> Any:
     return yaml
 
 
+MAX_BYTES = 1 << 20  # a recipe is a screenful of settings; a megabyte is already absurd
+MAX_VALUES = 10_000  # values once YAML aliases are expanded: stops "billion laughs" anchor bombs
+MAX_DEPTH = 64
+
+
 def read(path: str) -> str:
     try:
         with open(path, encoding="utf-8") as handle:
-            return handle.read()
+            text = handle.read(MAX_BYTES + 1)
     except (OSError, UnicodeDecodeError) as exc:
         raise LaunchError(f"{path}: cannot read: {exc}") from None
+    if len(text) > MAX_BYTES:
+        raise LaunchError(f"{path}: larger than {MAX_BYTES} bytes: not a recipe")
+    return text
+
+
+def _too_big(node: Any) -> Optional[str]:
+    """Walk the node graph as it would expand (aliases count every time), within fixed bounds."""
+    yaml = _yaml()
+    stack = [(node, 1)]
+    seen = 0
+    while stack:
+        current, depth = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            return f"more than {MAX_VALUES} values once YAML aliases are expanded"
+        if depth > MAX_DEPTH:
+            return f"nested deeper than {MAX_DEPTH} levels"
+        if isinstance(current, yaml.MappingNode):
+            stack.extend((part, depth + 1) for pair in current.value for part in pair)
+        elif isinstance(current, yaml.SequenceNode):
+            stack.extend((item, depth + 1) for item in current.value)
+    return None
 
 
 def load(path: str, text: str) -> Tuple[Dict[str, Any], Dict[str, int], List[Problem]]:
@@ -148,9 +175,14 @@ def load(path: str, text: str) -> Tuple[Dict[str, Any], Dict[str, int], List[Pro
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         return {}, {}, [Problem(path, mark.line + 1 if mark else None, f"YAML syntax: {problem}")]
+    except RecursionError:  # PyYAML's composer recurses once per nesting level
+        return {}, {}, [Problem(path, None, f"nested deeper than {MAX_DEPTH} levels")]
     lines: Dict[str, int] = {}
     if node is None:
         return {}, lines, [Problem(path, None, "empty file: a recipe is a YAML mapping")]
+    oversized = _too_big(node)
+    if oversized:
+        return {}, lines, [Problem(path, None, oversized)]
     _walk(path, node, "", lines, problems)
     if problems:
         return {}, lines, problems

@@ -304,3 +304,24 @@ def test_a_recipe_saved_into_a_plan_starts_ranks_without_composing(tmp_path: Pat
     assert saved.returncode == 0, saved.stderr
     result = mpich(2, DS_HELPER, "--plan", str(plan), "--", "y", env=clean_env())  # no recipe path needed now
     assert [r["argv"] for r in json_lines(result.stdout)] == [["--from-ourjob", "y"]] * 2, result.stderr
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+    f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+    for i in range(8)
+)
+
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    ("# @package _global_\nenv:\n  X: '1'\n" + BOMB, "values once YAML aliases are expanded"),
+    ("# @package _global_\nargs: " + "[" * 500 + "]" * 500 + "\n", "nested deeper than"),
+    ("# @package _global_\nargs: " + "[" * 70 + "]" * 70 + "\n", "nested deeper than 64 levels"),
+    ("# @package _global_\ndescription: '" + "x" * (1 << 20) + "'\n", "larger than"),
+], ids=["anchor-bomb", "deep-500", "deep-70", "huge-file"])
+def test_hostile_yaml_is_refused_quickly(tmp_path: Path, text: str, fragment: str) -> None:
+    path = tmp_path / "hostile.yaml"
+    path.write_text(text)
+    for args in (["--check", str(path)], [f"recipe={path}", "show.py"]):
+        result = ds(*args, timeout=60)
+        assert result.returncode == 2 and fragment in result.stderr and "Traceback" not in result.stderr, result.stderr
