@@ -34,7 +34,7 @@ Columns and how each is measured:
   by N, with nothing subtracted: mpiexec's and its proxy's own calls are in every row (compare with the bare row).
   The proxy's ``read`` calls follow the ranks' output and run time, so this column is noisy.
 - ``own file sc``: the same count for one rank alone (helper and the script it becomes), strace started inside
-  mpiexec around each rank (``mpiexec -n N sh -c 'exec strace ... -o DIR/rank.$PMI_RANK CMD'``), median over
+  mpiexec around each rank (``mpiexec -n N python -c <exec strace -o DIR/rank.$PMI_RANK CMD>``), median over
   ranks; mpiexec's own calls are not in it.
 
 With ``--deepspeed PYTHON`` a row for DeepSpeed's ``launcher_helper`` (``PYTHON -m
@@ -125,8 +125,12 @@ def file_syscalls(mpiexec: List[str], cmd: List[str], cwd: str, env: Dict[str, s
 def rank_file_syscalls(mpiexec: List[str], cmd: List[str], cwd: str, env: Dict[str, str]) -> float:
     """Median over ranks of one rank's own file syscalls: strace runs inside mpiexec, one summary per rank."""
     with tempfile.TemporaryDirectory(prefix="ds-bench-strace-") as out:
-        wrapper = 'exec strace -f -c -e trace=%file,read -o "$0/rank.$PMI_RANK" "$@"'
-        result = _run([*mpiexec, "sh", "-c", wrapper, out, *cmd], cwd, env)
+        # Each rank execs strace with its own output file; a tiny Python wrapper, never a shell.
+        wrapper = (
+            "import os, sys; out = os.path.join(sys.argv[1], 'rank.' + os.environ['PMI_RANK']); "
+            "os.execvp('strace', ['strace', '-f', '-c', '-e', 'trace=%file,read', '-o', out, *sys.argv[2:]])"
+        )
+        result = _run([*mpiexec, sys.executable, "-c", wrapper, out, *cmd], cwd, env)
         if result.returncode != 0:
             sys.exit(f"strace run failed: {result.stderr.decode()[-2000:]}")
         counts = []
