@@ -25,7 +25,7 @@ from launcher.errors import LaunchError
 from launcher.schema import Config, LauncherSpec
 
 SCHEMA_NAME = "ds_helper_schema"
-GROUPS = ("launcher", "bind")
+GROUPS = recipes.GROUPS  # the config groups a recipe (and --provenance) may choose options of
 
 
 def _register_schema() -> None:

@@ -257,6 +257,11 @@ _DEFAULTS_HELP = (
 )
 
 
+def _group_of(key: Any) -> str:
+    """``'override /launcher'`` -> ``'launcher'``: the group a defaults entry's key names."""
+    return str(key).removeprefix("override ").strip().lstrip("/")
+
+
 def _check_defaults(path: str, defaults: Any, line: Optional[int]) -> List[Problem]:
     """An allow-list: choose a launcher or bind option, or build on another recipe. Nothing can reach a file."""
     if not isinstance(defaults, list):
@@ -271,7 +276,7 @@ def _check_defaults(path: str, defaults: Any, line: Optional[int]) -> List[Probl
                 continue
         elif isinstance(entry, dict) and len(entry) == 1:
             ((key, value),) = entry.items()
-            group = str(key).removeprefix("override ").strip().lstrip("/")
+            group = _group_of(key)
             if str(key).startswith("override ") and group in GROUPS and isinstance(value, str) and NAME.match(value):
                 if ".." not in value:
                     continue
@@ -296,7 +301,7 @@ def choices(data: Dict[str, Any]) -> Dict[str, str]:
     for entry in data.get("defaults", []):
         if isinstance(entry, dict):
             for key, value in entry.items():
-                chosen[str(key).removeprefix("override ").strip().lstrip("/")] = value
+                chosen[_group_of(key)] = value
     return chosen
 
 

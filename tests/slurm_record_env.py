@@ -102,20 +102,17 @@ def clean(env: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in sorted(env.items()) if k not in NOISE}
 
 
+def _client(argv: list[str]) -> None:
+    """Run a Slurm client command against the loopback cluster; a failure raises with its stderr."""
+    res = subprocess.run(argv, env=base_env(), cwd="/tmp", capture_output=True, text=True, timeout=60, check=False)
+    if res.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv[:1])} {argv[1:]} failed ({res.returncode}): {res.stderr}")
+
+
 def run_step(args: list[str]) -> list[dict[str, str]]:
     # One output file per task (%t): srun's own stdout splits long lines.
     with tempfile.TemporaryDirectory(dir=slurm_cluster.STATE_DIR) as tmp:
-        res = subprocess.run(
-            ["srun", f"--output={tmp}/task-%t.json", *args, sys.executable, "-c", DUMP],
-            env=base_env(),
-            cwd="/tmp",
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        if res.returncode != 0:
-            raise RuntimeError(f"srun {args} failed ({res.returncode}): {res.stderr}")
+        _client(["srun", f"--output={tmp}/task-%t.json", *args, sys.executable, "-c", DUMP])
         envs = [json.loads(p.read_text()) for p in Path(tmp).glob("task-*.json")]
     return sorted(envs, key=lambda e: int(e["SLURM_PROCID"]))
 
@@ -125,24 +122,7 @@ def run_batch(args: list[str]) -> dict[str, str]:
         out = Path(tmp) / "env.json"
         script = Path(tmp) / "job.sh"
         script.write_text(f"#!/bin/bash\n{sys.executable} -c '{DUMP}' > {out}\n")
-        res = subprocess.run(
-            [
-                "sbatch",
-                "--wait",
-                "--quiet",
-                f"--output={tmp}/slurm.out",
-                *args,
-                str(script),
-            ],
-            env=base_env(),
-            cwd="/tmp",
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        if res.returncode != 0:
-            raise RuntimeError(f"sbatch {args} failed ({res.returncode}): {res.stderr}")
+        _client(["sbatch", "--wait", "--quiet", f"--output={tmp}/slurm.out", *args, str(script)])
         return json.loads(out.read_text())
 
 
@@ -208,7 +188,7 @@ def main(argv: list[str]) -> int:
                         "LOCAL_RANK": "0",
                         "WORLD_SIZE": "1",
                         "LOCAL_WORLD_SIZE": "1",
-                        "NODE_RANK": None,
+                        "NODE_RANK": "0",  # a standalone run is node 0 (README)
                         "MASTER_ADDR": "127.0.0.1",
                     },
                 }

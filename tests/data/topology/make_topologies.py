@@ -13,21 +13,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from launcher.cpuset import format_cpus as fmt  # the kernel's cpulist format (0-3,8-11)
+
 HERE = Path(__file__).resolve().parent
-
-
-def fmt(cpus: list[int]) -> str:
-    """Kernel cpulist format (0-3,8-11)."""
-    out: list[str] = []
-    s = sorted(cpus)
-    i = 0
-    while i < len(s):
-        j = i
-        while j + 1 < len(s) and s[j + 1] == s[j] + 1:
-            j += 1
-        out.append(str(s[i]) if i == j else f"{s[i]}-{s[j]}")
-        i = j + 1
-    return ",".join(out)
 
 
 @dataclass
