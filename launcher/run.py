@@ -224,7 +224,7 @@ _RUNPY_FILE = os.path.join(os.path.dirname(os.__file__), "runpy.py")
 
 
 def become(plan: Plan, launch: Launch) -> NoReturn:
-    """Replace this process with the script. Returns only by raising LaunchError."""
+    """Replace this process with the script (or, with run_mode=inprocess, run it here). Returns only by raising."""
     if plan.dry_run:
         describe(plan, launch, sys.stdout)
         sys.stdout.flush()
@@ -232,8 +232,9 @@ def become(plan: Plan, launch: Launch) -> NoReturn:
     program = launch.argv[0]
     if not os.path.isabs(program) or not os.path.isfile(program):
         program = find_program(program, launch.env.get("PATH"))
-    apply_placement(launch, should_log(plan, launch))
-    if should_log(plan, launch):
+    say = should_log(plan, launch)
+    apply_placement(launch, say)
+    if say:
         for note in launch.notes:
             print(f"ds-helper: note: {note}", file=sys.stderr)
         print(f"ds-helper: {_rank_label(launch)} launcher={launch.launcher}: {_quote(launch.argv)}", file=sys.stderr)
