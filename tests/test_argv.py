@@ -1,9 +1,8 @@
 """ds-helper's own command line: what reaches Hydra and what reaches the script."""
 
 import pytest
-
-from launcher.argv import parse_argv
-from launcher.errors import LaunchError
+from ds_helper.argv import parse_argv
+from ds_helper.errors import LaunchError
 
 
 def test_everything_after_the_first_double_dash_is_the_scripts_verbatim() -> None:

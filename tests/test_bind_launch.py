@@ -7,12 +7,11 @@ from pathlib import Path
 
 import pytest
 from conftest import DATA, DS_HELPER, assert_user_error, clean_env, ds, json_lines, mpich, openmpi
-
-from launcher.placement import BindSpec
-from launcher.plan import Plan, make_plan
-from launcher.resolve import resolve
-from launcher.schema import Config, LauncherSpec
-from launcher.topology import read_topology
+from ds_helper.bind.placement import BindSpec
+from ds_helper.bind.topology import read_topology
+from ds_helper.plan import Plan, make_plan
+from ds_helper.resolve import resolve
+from ds_helper.schema import Config, LauncherSpec
 
 TWO_CPUS = len(os.sched_getaffinity(0)) >= 2
 needs_two = pytest.mark.skipif(not TWO_CPUS, reason="this check places 2 ranks on 2 distinct CPUs")
@@ -133,7 +132,7 @@ def _plan(**bind: object) -> Plan:
     ("xeon-2s-ht", {"policy": "cores", "physical": True}, [("0-27", "1 bind 0"), ("28-55", "1 bind 1")]),
 ])
 def test_recorded_machines_through_the_resolver(machine: str, bind: dict, expect: list) -> None:
-    from launcher.cpuset import format_cpus
+    from ds_helper.bind.cpuset import format_cpus
 
     topology = read_topology(DATA / "topology" / machine)
     plan = _plan(**bind)

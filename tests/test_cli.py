@@ -148,7 +148,7 @@ def test_debug_switch_shows_the_traceback() -> None:
 
 def test_start_up_is_not_dominated_by_the_script() -> None:
     """Not a timing test: proves the lean modules load without Hydra (the compose path loads it on demand)."""
-    code = ("import sys, launcher.cli, launcher.plan, launcher.resolve, launcher.run, launcher.argv;"
+    code = ("import sys, ds_helper.cli, ds_helper.plan, ds_helper.resolve, ds_helper.run, ds_helper.argv;"
             "print(sorted({'hydra', 'omegaconf', 'yaml'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/").stdout
     assert out.strip() == "[]"

@@ -6,11 +6,10 @@ import time
 from collections import UserList
 
 import pytest
+from ds_helper.bind.cpuset import MAX_CPUS, format_cpus, parse_cpus
+from ds_helper.errors import LaunchError
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from launcher.cpuset import MAX_CPUS, format_cpus, parse_cpus
-from launcher.errors import LaunchError
 
 
 class FakeListConfig(UserList):  # type: ignore[type-arg]

@@ -7,16 +7,15 @@ import os
 import re
 from pathlib import Path
 
+from ds_helper.argv import parse_argv
+from ds_helper.cli import check_override_keys
+from ds_helper.errors import LaunchError
+from ds_helper.hostlist import count_at, first_host
+from ds_helper.plan import plan_from_json, plan_to_json
+from ds_helper.resolve import resolve
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_resolve import plan_for
-
-from launcher.argv import parse_argv
-from launcher.cli import check_override_keys
-from launcher.errors import LaunchError
-from launcher.hostlist import count_at, first_host
-from launcher.plan import plan_from_json, plan_to_json
-from launcher.resolve import resolve
 
 FUZZ = settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 PACKAGE = Path(__file__).resolve().parent.parent / "launcher"

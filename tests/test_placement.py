@@ -9,12 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from launcher.cpuset import format_cpus
-from launcher.errors import LaunchError
-from launcher.placement import (
+from ds_helper.bind.cpuset import format_cpus
+from ds_helper.bind.placement import (
     BindSpec,
     Placement,
     format_layout_table,
@@ -22,7 +18,10 @@ from launcher.placement import (
     numactl_prefix,
     place,
 )
-from launcher.topology import Topology, read_topology, usable_cpus
+from ds_helper.bind.topology import Topology, read_topology, usable_cpus
+from ds_helper.errors import LaunchError
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 DATA = Path(__file__).parent / "data" / "topology"
 MACHINES = (
@@ -226,7 +225,7 @@ EXPECTED_CORES = [
 
 def _canon(expected: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
     """Let expectations use any parse_cpus spelling (e.g. strides) for readability."""
-    from launcher.cpuset import parse_cpus
+    from ds_helper.bind.cpuset import parse_cpus
 
     return [
         (c if c == "-" else format_cpus(parse_cpus(c)), m, t) for c, m, t in expected

@@ -15,13 +15,12 @@ from typing import Dict, List
 
 import pytest
 from conftest import DATA, DS_HELPER, SCRIPTS, assert_user_error, clean_env, ds, json_lines, mpich, openmpi
+from ds_helper.argv import parse_argv
+from ds_helper.cli import compose_request
+from ds_helper.errors import LaunchError
+from ds_helper.plan import PLAN_FORMAT, Plan, make_plan, plan_from_json, plan_to_json
+from ds_helper.resolve import resolve
 from test_resolve import _in, load_recorded
-
-from launcher.argv import parse_argv
-from launcher.cli import compose_request
-from launcher.errors import LaunchError
-from launcher.plan import PLAN_FORMAT, Plan, make_plan, plan_from_json, plan_to_json
-from launcher.resolve import resolve
 
 HEAVY = {"hydra", "omegaconf", "yaml", "antlr4"}
 
@@ -143,7 +142,7 @@ def saved_plan(tmp_path_factory) -> Path:
 def test_a_plan_run_loads_no_hydra_omegaconf_or_yaml(saved_plan: Path) -> None:
     code = (
         "import json, sys\n"
-        "from launcher.cli import main\n"
+        "from ds_helper.cli import main\n"
         "try:\n"
         f"    main(['--plan', {str(saved_plan)!r}, '--dry-run'])\n"
         "except SystemExit as exc:\n"
@@ -154,17 +153,17 @@ def test_a_plan_run_loads_no_hydra_omegaconf_or_yaml(saved_plan: Path) -> None:
                             env=clean_env())
     assert result.returncode == 0, result.stderr
     modules = set(json.loads(result.stdout.splitlines()[-1]))
-    assert "launcher.resolve" in modules and "launcher.run" in modules  # the plan path really ran
+    assert "ds_helper.resolve" in modules and "ds_helper.run" in modules  # the plan path really ran
     assert not {m.split(".")[0] for m in modules} & HEAVY
-    assert "launcher.compose" not in modules
+    assert "ds_helper.compose" not in modules
 
 
 def test_importtime_of_a_plan_run_has_no_hydra_line(saved_plan: Path) -> None:
-    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "launcher.cli", "--plan", str(saved_plan),
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "ds_helper.cli", "--plan", str(saved_plan),
                              "--dry-run"], capture_output=True, text=True, cwd=SCRIPTS, env=clean_env())
     assert result.returncode == 0, result.stderr
     imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "import time:" in line]
-    assert "launcher.resolve" in imported
+    assert "ds_helper.resolve" in imported
     assert not {name.split(".")[0] for name in imported} & HEAVY, imported
 
 

@@ -10,11 +10,10 @@ from typing import Dict, Iterator, List
 
 import pytest
 from conftest import DATA, SCRIPTS
-
-from launcher.compose import compose_config
-from launcher.errors import LaunchError
-from launcher.plan import Plan, make_plan, plan_from_json, plan_to_json
-from launcher.resolve import resolve
+from ds_helper.compose import compose_config
+from ds_helper.errors import LaunchError
+from ds_helper.plan import Plan, make_plan, plan_from_json, plan_to_json
+from ds_helper.resolve import resolve
 
 EXPORTED = ["RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK", "MASTER_ADDR"]
 ENV_FILES = sorted((DATA / "env").glob("*.json"))

@@ -7,10 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from launcher.cpuset import format_cpus, parse_cpus
-from launcher.errors import LaunchError
-from launcher.topology import Topology, cgroup_cpus, read_topology, usable_cpus
+from ds_helper.bind.cpuset import format_cpus, parse_cpus
+from ds_helper.bind.topology import Topology, cgroup_cpus, read_topology, usable_cpus
+from ds_helper.errors import LaunchError
 
 DATA = Path(__file__).parent / "data" / "topology"
 

@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from launcher.cpuset import format_cpus as fmt  # the kernel's cpulist format (0-3,8-11)
+from ds_helper.bind.cpuset import format_cpus as fmt  # the kernel's cpulist format (0-3,8-11)
 
 HERE = Path(__file__).resolve().parent
 

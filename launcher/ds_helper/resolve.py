@@ -12,15 +12,15 @@ import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Tuple
 
-from launcher import hostlist
-from launcher.cpuset import format_cpus
-from launcher.errors import LaunchError
-from launcher.plan import Plan
-from launcher.schema import RANK_FIELDS, HostSource, LauncherSpec, MasterSpec
+from ds_helper import hostlist
+from ds_helper.bind.cpuset import format_cpus
+from ds_helper.errors import LaunchError
+from ds_helper.plan import Plan
+from ds_helper.schema import RANK_FIELDS, HostSource, LauncherSpec, MasterSpec
 
 if TYPE_CHECKING:  # binding's modules are loaded only when binding is asked for (or shown by a dry run)
-    from launcher.placement import Placement
-    from launcher.topology import Topology
+    from ds_helper.bind.placement import Placement
+    from ds_helper.bind.topology import Topology
 
 Env = Mapping[str, str]
 ReadFile = Callable[[str], str]
@@ -71,7 +71,7 @@ class Launch:
 
 
 def read_machine() -> Machine:
-    from launcher.topology import read_topology, usable_cpus
+    from ds_helper.bind.topology import read_topology, usable_cpus
 
     return read_topology("/"), usable_cpus()
 
@@ -267,7 +267,7 @@ def place_rank(plan: Plan, spec: LauncherSpec, ranks: Ranks, env: Env, machine: 
         raise LaunchError(
             f"binding needs the number of ranks on this node, and launcher={spec.name} does not give it; use bind=none"
         )
-    from launcher.placement import layout
+    from ds_helper.bind.placement import layout
 
     topology, usable = machine
     try:
@@ -302,7 +302,7 @@ def resolve(
         if binding_requested(plan):
             placements = place_rank(plan, spec, ranks, env, machine)
             placement = placements[ranks["local_rank"] or 0]
-            from launcher.placement import format_layout_table
+            from ds_helper.bind.placement import format_layout_table
 
             table = format_layout_table(placements)
             notes.extend(placement.notes)

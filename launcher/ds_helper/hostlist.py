@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from launcher.errors import LaunchError
+from ds_helper.errors import LaunchError
 
 _RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
 _COUNT = re.compile(r"^(\d+)(?:\(x(\d+)\))?$")

@@ -12,10 +12,10 @@ import signal
 import sys
 from typing import List, NoReturn, Optional, TextIO
 
-from launcher.errors import LaunchError
-from launcher.plan import Plan, python_target
-from launcher.resolve import Launch
-from launcher.schema import RANK_FIELDS
+from ds_helper.errors import LaunchError
+from ds_helper.plan import Plan, python_target
+from ds_helper.resolve import Launch
+from ds_helper.schema import RANK_FIELDS
 
 
 def _quote(argv: List[str]) -> str:
@@ -80,7 +80,7 @@ def apply_placement(launch: Launch, say: bool) -> None:
         except OSError as exc:
             raise LaunchError(f"cannot bind to CPUs {list(placement.cpus)}: {exc.strerror}") from None
     if placement.mem_policy is not None and placement.mem_nodes:
-        from launcher.memory import set_mempolicy
+        from ds_helper.bind.memory import set_mempolicy
 
         refused = set_mempolicy(placement.mem_policy, placement.mem_nodes)
         if refused and placement.strict:
@@ -156,7 +156,7 @@ def _supervisor_argv(plan: Plan, launch: Launch, program: str, names: dict[str, 
         "prefix": names["prefix"],
         "grace": plan.log.grace,
     }
-    return [sys.executable, "-m", "launcher.supervise", json.dumps(spec)]
+    return [sys.executable, "-m", "ds_helper.supervise", json.dumps(spec)]
 
 
 def in_process_blocker(plan: Plan, launch: Launch) -> Optional[str]:
@@ -182,8 +182,6 @@ def run_in_process(plan: Plan, launch: Launch) -> NoReturn:
     args = launch.argv[len(plan.argv) :]
     os.environ.clear()
     os.environ.update(launch.env)
-    for name in [name for name in sys.modules if name == "launcher" or name.startswith("launcher.")]:
-        del sys.modules[name]  # so that a user module named `launcher` is the user's
     if unbuffered:
         for stream in (sys.stdout, sys.stderr):
             stream.reconfigure(write_through=True)  # type: ignore[union-attr]

@@ -26,12 +26,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from launcher.cpuset import format_cpus, parse_cpus
-from launcher.errors import LaunchError
-from launcher.schema import BindSpec  # the bind group's schema lives with the others
+from ds_helper.bind.cpuset import format_cpus, parse_cpus
+from ds_helper.errors import LaunchError
+from ds_helper.schema import BindSpec  # the bind group's schema lives with the others
 
 if TYPE_CHECKING:  # the topology module is loaded only where binding is asked for
-    from launcher.topology import Topology
+    from ds_helper.bind.topology import Topology
 
 POLICIES = ("none", "cores", "numa")
 REMAINDERS = ("drop", "spread", "error")

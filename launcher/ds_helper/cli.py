@@ -11,9 +11,9 @@ import sys
 from dataclasses import fields, is_dataclass
 from typing import List, Optional
 
-from launcher.argv import Request, parse_argv
-from launcher.errors import LaunchError
-from launcher.schema import Config, LauncherSpec
+from ds_helper.argv import Request, parse_argv
+from ds_helper.errors import LaunchError
+from ds_helper.schema import Config, LauncherSpec
 
 USAGE = "usage: ds-helper [FLAG ...] [OVERRIDE ...] [SCRIPT [ARG ...]] [-- ARG ...]"
 FLAGS = (
@@ -65,7 +65,7 @@ def check_override_keys(overrides: List[str]) -> None:
 
 def _key_help(node: object, prefix: str = "") -> dict[str, str]:
     """Every settable key with its one-line help; nested sections (master, log, ...) one key a line."""
-    from launcher.schema import field_help
+    from ds_helper.schema import field_help
 
     lines: dict[str, str] = {}
     for name, text in field_help(type(node)).items():
@@ -80,7 +80,7 @@ def _key_help(node: object, prefix: str = "") -> dict[str, str]:
 
 
 def print_help() -> None:
-    from launcher.compose import group_options, hydra_context, load_launchers
+    from ds_helper.compose import group_options, hydra_context, load_launchers
 
     print(USAGE)
     print("\nBecome SCRIPT on this rank, with RANK, LOCAL_RANK, WORLD_SIZE, ... mapped from the process manager.")
@@ -93,7 +93,7 @@ def print_help() -> None:
         for spec in load_launchers():
             print(f"    {spec.name:<12} {spec.description}")
         print(f"  bind: {', '.join(group_options('bind'))}")
-    from launcher.recipe import available
+    from ds_helper.recipe import available
 
     print(f"  recipe: {', '.join(sorted(available())) or 'none'} (recipe=NAME; ds-helper --list-recipes)")
     print("\nkeys (set with KEY=VALUE; env.NAME=VALUE sets a variable verbatim, ~env.NAME unsets one):")
@@ -103,7 +103,7 @@ def print_help() -> None:
 
 
 def list_recipes() -> int:
-    from launcher import recipe as recipes
+    from ds_helper import recipe as recipes
 
     found = recipes.available()
     for folder in recipes.team_folders():
@@ -133,8 +133,8 @@ def list_recipes() -> int:
 
 
 def check_recipes(paths: List[str]) -> int:
-    from launcher import recipe as recipes
-    from launcher.compose import check_recipe
+    from ds_helper import recipe as recipes
+    from ds_helper.compose import check_recipe
 
     targets = list(recipes.check_targets(paths))
     if not targets:
@@ -157,7 +157,7 @@ def compose_request(request: Request) -> tuple[Config, List[LauncherSpec]]:
     if request.script is not None and any(o.lstrip("+").startswith("script=") for o in request.overrides):
         raise LaunchError(f"script given twice: as script= and as {request.script!r}")
 
-    from launcher.compose import compose_config
+    from ds_helper.compose import compose_config
 
     config, candidates = compose_config(request.overrides)
     if request.script is not None:  # set after composing: a path reaches us verbatim, not via Hydra's grammar
@@ -168,9 +168,9 @@ def compose_request(request: Request) -> tuple[Config, List[LauncherSpec]]:
 
 def run_plan(request: Request, path: str) -> int:
     """``--plan FILE``: the per-rank path. Imports nothing outside the standard library (no compose)."""
-    from launcher.plan import load_plan
-    from launcher.resolve import resolve
-    from launcher.run import become
+    from ds_helper.plan import load_plan
+    from ds_helper.resolve import resolve
+    from ds_helper.run import become
 
     if request.show_cfg:
         raise LaunchError("--cfg cannot be combined with --plan: the plan is composed already (try --dry-run)")
@@ -205,7 +205,7 @@ def run(request: Request) -> int:
         return check_recipes(request.check)
     if request.provenance:
         check_override_keys(request.overrides)
-        from launcher.compose import provenance
+        from ds_helper.compose import provenance
 
         print("\n".join(provenance(request.overrides, request.script, request.env)))
         return 0
@@ -215,14 +215,14 @@ def run(request: Request) -> int:
         raise LaunchError("--save-plan cannot be combined with --cfg: --cfg prints the config, --save-plan saves it")
     config, candidates = compose_request(request)
     if request.show_cfg:
-        from launcher.compose import config_yaml
+        from ds_helper.compose import config_yaml
 
         print(config_yaml(config), end="")
         return 0
 
-    from launcher.plan import make_plan, save_plan
-    from launcher.resolve import resolve
-    from launcher.run import become
+    from ds_helper.plan import make_plan, save_plan
+    from ds_helper.resolve import resolve
+    from ds_helper.run import become
 
     plan = make_plan(config, candidates)
     if request.save_plan is not None:

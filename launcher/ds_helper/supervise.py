@@ -8,7 +8,7 @@ files. Everything else is about never changing what the process manager sees:
 * the script gets SIGKILL if the supervisor dies, even by SIGKILL (``PR_SET_PDEATHSIG``);
 * the supervisor exits with the script's exit code, or 128 + the signal that killed it.
 
-Started as ``python -m launcher.supervise SPEC_JSON`` by ``launcher.run``, in a fresh interpreter, so it
+Started as ``python -m ds_helper.supervise SPEC_JSON`` by ``ds_helper.run``, in a fresh interpreter, so it
 holds no Hydra and little memory. Standard library only.
 """
 

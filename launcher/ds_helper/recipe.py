@@ -21,7 +21,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from launcher.errors import LaunchError
+from ds_helper.errors import LaunchError
+
+SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+"""The top of a source checkout (launcher/ds_helper/ -> ..): conf/ and recipes/ are there when not installed."""
 
 PATH_VAR = "DS_HELPER_RECIPE_PATH"
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -53,11 +56,11 @@ class Problem:
 
 
 def shipped_folder() -> str:
-    """The recipes shipped with ds-helper: package ``launcher.recipes`` when installed, ``recipes/`` in a checkout."""
-    spec = importlib.util.find_spec("launcher.recipes")
+    """The recipes shipped with ds-helper: package ``ds_helper.recipes`` when installed, ``recipes/`` in a checkout."""
+    spec = importlib.util.find_spec("ds_helper.recipes")
     if spec is not None and spec.submodule_search_locations:
         return list(spec.submodule_search_locations)[0]
-    return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
+    return os.path.join(SOURCE_ROOT, "recipes")
 
 
 def team_folders(environ: Optional[Dict[str, str]] = None) -> List[str]:

@@ -20,9 +20,9 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from launcher import recipe as recipes
-from launcher.errors import LaunchError
-from launcher.schema import Config, LauncherSpec
+from ds_helper import recipe as recipes
+from ds_helper.errors import LaunchError
+from ds_helper.schema import Config, LauncherSpec
 
 SCHEMA_NAME = "ds_helper_schema"
 GROUPS = recipes.GROUPS  # the config groups a recipe (and --provenance) may choose options of
@@ -34,13 +34,13 @@ def _register_schema() -> None:
 
 @contextmanager
 def hydra_context() -> Iterator[None]:
-    """Hydra initialised on ds-helper's configs: the packaged ``launcher.conf``, or ``conf/`` of a checkout."""
+    """Hydra initialised on ds-helper's configs: the packaged ``ds_helper.conf``, or ``conf/`` of a checkout."""
     _register_schema()
     GlobalHydra.instance().clear()
-    source_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "conf")
+    source_dir = os.path.join(recipes.SOURCE_ROOT, "conf")
     init: Any
-    if importlib.util.find_spec("launcher.conf") is not None:  # installed: the YAML ships inside the package
-        init = initialize_config_module("launcher.conf", version_base="1.3", job_name="ds-helper")
+    if importlib.util.find_spec("ds_helper.conf") is not None:  # installed: the YAML ships inside the package
+        init = initialize_config_module("ds_helper.conf", version_base="1.3", job_name="ds-helper")
     else:  # a source checkout imported directly
         init = initialize_config_dir(source_dir, version_base="1.3", job_name="ds-helper")
     with init:

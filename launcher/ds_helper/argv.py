@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
 
-from launcher.errors import LaunchError
+from ds_helper.errors import LaunchError
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ENV_OVERRIDE = re.compile(r"^\+{0,2}env\.([^=]*)=(.*)$", re.DOTALL)

@@ -13,8 +13,8 @@ import sys
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from launcher.errors import LaunchError
-from launcher.schema import BindSpec, Config, ExportSpec, HostSource, LauncherSpec, LogSpec, MasterSpec
+from ds_helper.errors import LaunchError
+from ds_helper.schema import BindSpec, Config, ExportSpec, HostSource, LauncherSpec, LogSpec, MasterSpec
 
 PLAN_FORMAT = 1
 """Bumped whenever a field changes meaning; a plan of another format is refused, never half-read."""
@@ -179,7 +179,7 @@ def _bind(spec: BindSpec) -> BindSpec:
     """The bind settings as every rank will read them: 'auto' decided, the core list checked and canonical."""
     from dataclasses import replace
 
-    from launcher.cpuset import format_cpus, parse_cpus
+    from ds_helper.bind.cpuset import format_cpus, parse_cpus
 
     cores = None if spec.cores is None else format_cpus(parse_cpus(spec.cores))
     policy = spec.policy
