@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ds_helper.checks import check_log, check_plan
 from ds_helper.errors import LaunchError
 from ds_helper.schema import BindSpec, Config, ExportSpec, HostSource, LauncherSpec, LogSpec, MasterSpec
 
@@ -105,10 +107,14 @@ def plan_to_json(plan: Plan) -> str:
 
 
 def plan_from_json(text: str, where: str = "plan") -> Plan:
+    if len(text) > MAX_PLAN_CHARS:
+        raise LaunchError(f"{where}: not a ds-helper plan (larger than {MAX_PLAN_CHARS} characters)")
     try:
         data = json.loads(text)
     except ValueError as exc:
         raise LaunchError(f"{where}: not a ds-helper plan (invalid JSON: {exc})") from None
+    except RecursionError:
+        raise LaunchError(f"{where}: not a ds-helper plan (nested too deeply)") from None
     if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT or "plan" not in data:
         found = data.get("format") if isinstance(data, dict) else None
         raise LaunchError(f"{where}: plan format {found!r} is not the format {PLAN_FORMAT} this ds-helper reads")
@@ -122,7 +128,15 @@ def plan_from_json(text: str, where: str = "plan") -> Plan:
     plan.master = _build(MasterSpec, plan.master, f"{where}.master")
     plan.bind = _build(BindSpec, plan.bind, f"{where}.bind")
     plan.log = _build(LogSpec, plan.log, f"{where}.log")
+    try:
+        check_plan(plan)
+    except LaunchError as exc:
+        raise LaunchError(f"{where}: {exc}") from None
     return plan
+
+
+MAX_PLAN_CHARS = 16 << 20
+"""A plan is a screenful of JSON (15,000 script arguments are about 1 MB): bounds what a wrong file costs."""
 
 
 def load_plan(path: str) -> Plan:
@@ -130,30 +144,96 @@ def load_plan(path: str) -> Plan:
     where = f"--plan {path}"
     try:
         with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+            text = handle.read(MAX_PLAN_CHARS + 1)  # /dev/zero or a huge file: read no more than a plan can be
     except OSError as exc:
         raise LaunchError(f"{where}: cannot read the plan: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise LaunchError(f"{where}: not a ds-helper plan (not UTF-8 text)") from None
-    plan = plan_from_json(text, where)
-    if not plan.argv:
-        raise LaunchError(f"{where}: damaged plan: empty command")
-    return plan
+    return plan_from_json(text, where)
+
+
+def _holds_plan(path: str) -> bool:
+    """Whether ``path`` is a regular file holding a ds-helper plan, of this format or another (an older one)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO must not block us
+    except OSError:
+        return False
+    with open(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        raw = handle.read(MAX_PLAN_CHARS + 1)
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return False
+    return (
+        isinstance(data, dict)
+        and set(data) == {"format", "plan"}
+        and isinstance(data["format"], int)
+        and isinstance(data["plan"], dict)
+    )
+
+
+def _replaceable(path: str, target: str, where: str) -> bool:
+    """Whether ``target`` (``path`` with symlinks followed) exists; refuses anything that is not an earlier plan."""
+    try:
+        mode = os.lstat(target).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise LaunchError(f"{where}: a symlink to {target}, which does not exist: not writing there") from None
+        return False
+    except OSError as exc:
+        raise LaunchError(f"{where}: cannot write the plan: {exc.strerror}") from None
+    if not stat.S_ISREG(mode):
+        kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file"
+        raise LaunchError(f"{where}: {target} is {kind}; a plan replaces only an earlier ds-helper plan")
+    if not _holds_plan(target):
+        raise LaunchError(
+            f"{where}: {target} exists and is not a ds-helper plan; refusing to replace it (choose a new file name)"
+        )
+    return True
 
 
 def save_plan(plan: Plan, path: str) -> None:
-    """Write the plan atomically: a rank that reads it while it is being rewritten sees the old or the new one."""
-    tmp = f"{path}.tmp{os.getpid()}"
+    """Write the plan as a new file, or over an earlier ds-helper plan; never over anything else.
+
+    The plan is written to a fresh temporary file in the target's folder (O_EXCL: nobody else's file) and moved
+    into place in one step, so a rank reading it sees the old plan or the new one. A new name is claimed with
+    link(), which fails rather than replace a file that appeared meanwhile; an earlier plan is checked again
+    just before it is replaced. A symlink to an earlier plan keeps pointing at it: the target is rewritten.
+    """
+    where = f"--save-plan {path}"
+    target = os.path.realpath(path)
+    _replaceable(path, target, where)
+    folder, name = os.path.split(target)
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(plan_to_json(plan) + "\n")
-        os.replace(tmp, path)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666)
     except OSError as exc:
+        raise LaunchError(f"{where}: cannot write the plan: {exc.strerror}") from None
+    try:
+        with open(fd, "w", encoding="utf-8") as handle:
+            handle.write(plan_to_json(plan) + "\n")
+        _move_into_place(tmp, path, target, where)
+    except OSError as exc:
+        raise LaunchError(f"{where}: cannot write the plan: {exc.strerror}") from None
+    finally:
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        raise LaunchError(f"--save-plan {path}: cannot write the plan: {exc.strerror}") from None
+
+
+def _move_into_place(tmp: str, path: str, target: str, where: str) -> None:
+    if _replaceable(path, target, where):
+        os.replace(tmp, target)
+        return
+    try:
+        os.link(tmp, target)  # fails if the name was taken since: never replaces a file that is not ours
+    except FileExistsError:
+        raise LaunchError(f"{where}: {target} appeared while the plan was written; nothing replaced") from None
+    except OSError:  # a file system without hard links: the last check above is as close as it gets
+        os.rename(tmp, target)
 
 
 def _command(config: Config) -> List[str]:
@@ -186,30 +266,6 @@ def _bind(spec: BindSpec) -> BindSpec:
     if policy == "auto":  # the default option: binding is on exactly when a core list is given
         policy = "none" if cores is None else "cores"
     return replace(spec, policy=policy, cores=cores)
-
-
-LOG_PLACEHOLDERS = {"rank": 0, "local_rank": 0, "node_rank": 0}
-
-
-def _check_log(log: LogSpec) -> None:
-    """Bad file name templates fail at compose time, not on every rank; files stay inside log.dir."""
-    for key in ("out", "err", "prefix"):
-        template = getattr(log, key)
-        try:
-            name = template.format(**LOG_PLACEHOLDERS)
-        except (KeyError, IndexError, ValueError) as exc:
-            raise LaunchError(
-                f"log.{key}={template!r}: bad placeholder {exc} (use {{rank}}, {{local_rank}}, {{node_rank}})"
-            ) from None
-        if key != "prefix" and (not name or "/" in name or name in (".", "..")):
-            raise LaunchError(f"log.{key}={template!r}: a file name inside log.dir, without '/'")
-    if log.dir == "":
-        raise LaunchError("log.dir is empty: give a folder, or leave it unset (null)")
-    if log.grace < 0:
-        raise LaunchError(f"log.grace={log.grace}: must not be negative")
-
-
-RUN_MODES = ("exec", "inprocess")
 
 
 def in_process_blocker(config: Config) -> Optional[str]:
@@ -247,10 +303,8 @@ def make_plan(config: Config, candidates: List[LauncherSpec]) -> Plan:
         evidence = sorted({spec.detect[0] for spec in launchers} | set(config.launcher.evidence))
     else:
         launchers, fallback = [config.launcher], None
-    _check_log(config.log)
-    if config.run_mode not in RUN_MODES:
-        raise LaunchError(f"run_mode={config.run_mode}: expected one of {', '.join(RUN_MODES)}")
-    return Plan(
+    check_log(config.log)  # before the script's path: the config's own mistakes first
+    plan = Plan(
         launchers=launchers,
         auto=auto,
         fallback=fallback,
@@ -267,3 +321,5 @@ def make_plan(config: Config, candidates: List[LauncherSpec]) -> Plan:
         run_mode=config.run_mode,
         in_process_blocker=in_process_blocker(config) if config.run_mode == "inprocess" else None,
     )
+    check_plan(plan)
+    return plan

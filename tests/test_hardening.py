@@ -1,0 +1,140 @@
+"""Issue 12 (hardening round 2): nothing of the user's is lost, overwritten or silently changed.
+
+Each test stands for a class of mistakes (files ds-helper writes, per-rank logs, kill-with-parent, competing
+managers, YAML typing in recipes, damaged plans, resolver escapes, port numbers), run through the installed
+``ds-helper`` and, where a manager is involved, under real MPICH and Open MPI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import DS_HELPER, SCRIPTS, assert_user_error, clean_env, ds, json_lines, mpich, openmpi
+
+
+def _tree(folder: Path) -> dict[str, bytes | str]:
+    """Every entry of a folder: a file's bytes, or what else it is (a link's target, 'fifo', 'dir')."""
+    found: dict[str, bytes | str] = {}
+    for entry in sorted(folder.iterdir()):
+        if entry.is_symlink():
+            found[entry.name] = f"-> {os.readlink(entry)}"
+        elif entry.is_fifo():
+            found[entry.name] = "fifo"
+        elif entry.is_dir():
+            found[entry.name] = "dir"
+        else:
+            found[entry.name] = entry.read_bytes()
+    return found
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    shutil.copy(SCRIPTS / "show.py", tmp_path)
+    return tmp_path
+
+
+# --- 1. files ds-helper writes never replace what is not theirs -------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["the script", "a text file", "a fifo", "a folder", "a device", "a dangling link",
+                                  "a link to the script", "JSON that is not a plan"])
+def test_save_plan_never_replaces_what_is_not_a_plan(work: Path, kind: str) -> None:
+    target = {"the script": "show.py", "a link to the script": "link.json"}.get(kind, "target")
+    if kind == "a text file":
+        (work / "target").write_text("notes\n")
+    elif kind == "a fifo":
+        os.mkfifo(work / "target")
+    elif kind == "a folder":
+        (work / "target").mkdir()
+    elif kind == "a device":
+        target = os.devnull
+    elif kind == "a dangling link":
+        (work / "target").symlink_to(work / "elsewhere.json")
+    elif kind == "a link to the script":
+        (work / "link.json").symlink_to(work / "show.py")
+    elif kind == "JSON that is not a plan":
+        (work / "target").write_text('{"format": 1, "plan": {}, "mine": true}\n')
+    before = _tree(work)
+    device = os.stat(os.devnull)
+    result = ds("--save-plan", target, "show.py", cwd=work, timeout=30)
+    assert_user_error(result, "--save-plan")
+    assert _tree(work) == before
+    assert os.stat(os.devnull).st_rdev == device.st_rdev and stat.S_ISCHR(os.stat(os.devnull).st_mode)
+
+
+def test_save_plan_writes_new_files_and_replaces_earlier_plans_even_of_another_format(work: Path) -> None:
+    assert ds("--save-plan", "p.json", "show.py", cwd=work).returncode == 0
+    first = json.loads((work / "p.json").read_text())
+    (work / "p.json").write_text(json.dumps({"format": 0, "plan": {"old": True}}))  # an older ds-helper's plan
+    (work / "link.json").symlink_to("p.json")
+    assert ds("--save-plan", "link.json", "show.py", "x", cwd=work).returncode == 0
+    assert (work / "link.json").is_symlink()  # the link still points at the plan, which was rewritten
+    assert json.loads((work / "p.json").read_text())["plan"]["args"] == ["x"]
+    assert first["plan"]["args"] == []
+    assert sorted(p.name for p in work.iterdir()) == ["link.json", "p.json", "show.py"]  # no temporary left
+
+
+# --- 9. a saved plan is checked as strictly as a composed config -------------------------------------------------
+
+
+def _saved(work: Path, *overrides: str) -> dict:
+    assert ds(*overrides, "--save-plan", "p.json", "show.py", cwd=work).returncode == 0
+    return json.loads((work / "p.json").read_text())
+
+
+@pytest.mark.parametrize(("path", "value", "fragment"), [
+    (("log", "out"), "../../escape-{rank}", "a file name inside log.dir"),
+    (("log", "err"), "{rank.__class__.__init__.__globals__}", "bad placeholder"),
+    (("log", "err"), "rank-{rank}.out", "stdout and stderr would overwrite each other"),
+    (("log", "dir"), "logs/{rank}", "placeholders are not expanded in log.dir"),
+    (("env",), {"A=B": "x"}, "is not a variable name"),
+    (("env",), {"A": "x\u0000y"}, "NUL"),
+    (("export", "rank"), ["RANK", ""], "is not a variable name"),
+    (("master", "port"), 99999, "a port is a number from 1 to 65535"),
+    (("master", "port_span"), 60000, "ports from the job id must stay within"),
+    (("master", "default_port"), 0, "a port is a number from 1 to 65535"),
+    (("launchers", 0, "fixed"), {"rank": -1}, "not a rank number"),
+    (("launchers", 0, "fixed"), {"colour": 1}, "not one of rank"),
+    (("args",), ["a\u0000b"], "NUL"),
+    (("log", "grace"), float("nan"), "must not be negative"),
+])
+def test_a_damaged_plan_is_refused_like_a_bad_config(work: Path, path: tuple, value: object, fragment: str) -> None:
+    data = _saved(work, "log.dir=logs")
+    node = data["plan"]
+    for step in path[:-1]:
+        node = node[step]
+    node[path[-1]] = value
+    (work / "p.json").write_text(json.dumps(data))
+    assert_user_error(ds("--plan", "p.json", cwd=work), "--plan p.json", fragment)
+    assert not (work / "logs").exists() and not (work / "escape-0").exists()
+
+
+@pytest.mark.parametrize("content", ["deep", "zero", "huge"])
+def test_a_huge_or_deeply_nested_plan_is_one_line_fast(work: Path, content: str) -> None:
+    path = work / "p.json"
+    if content == "deep":
+        path.write_text("[" * 100_000)
+    elif content == "huge":
+        path.write_text('{"format": 1, "plan": {"args": ["' + "x" * (20 << 20) + '"]}}')
+    else:
+        path = Path("/dev/zero")
+    started = time.monotonic()
+    result = run_limited([DS_HELPER, "--plan", str(path)], cwd=work)
+    assert_user_error(result, "not a ds-helper plan")
+    assert time.monotonic() - started < 30
+
+
+def run_limited(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run with a 512 MB address-space limit: a reader that slurps /dev/zero dies instead of passing."""
+    code = "import resource, sys, os; resource.setrlimit(resource.RLIMIT_AS, (512 << 20, 512 << 20)); " \
+           "os.execvp(sys.argv[1], sys.argv[1:])"
+    return subprocess.run([sys.executable, "-c", code, *argv], cwd=cwd, env=clean_env(), capture_output=True,
+                          text=True, timeout=60, stdin=subprocess.DEVNULL)
