@@ -138,3 +138,40 @@ def run_limited(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
            "os.execvp(sys.argv[1], sys.argv[1:])"
     return subprocess.run([sys.executable, "-c", code, *argv], cwd=cwd, env=clean_env(), capture_output=True,
                           text=True, timeout=60, stdin=subprocess.DEVNULL)
+
+
+# --- 11. numbers are checked ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("overrides", "fragment"), [
+    (["master.port=99999"], "master.port=99999: a port is a number from 1 to 65535"),
+    (["master.port=0"], "master.port=0: a port"),
+    (["master.port_base=60000"], "master.port_span=10000 with master.port_base=60000"),
+    (["master.port_span=0"], "master.port_span=0"),
+    (["master.default_port=70000"], "master.default_port=70000"),
+])
+def test_ports_out_of_range_are_one_line(work: Path, overrides: list[str], fragment: str) -> None:
+    assert_user_error(ds(*overrides, "show.py", cwd=work), fragment)
+    assert_user_error(ds(*overrides, "--save-plan", "p.json", "show.py", cwd=work), fragment)
+    assert not (work / "p.json").exists()
+
+
+@pytest.mark.parametrize("job", ["\u0661\u0662\u0663", "\u00b2", "\uff11\uff12"])  # Arabic-Indic, superscript, full width
+def test_a_job_id_of_non_ascii_digits_is_one_line(work: Path, job: str) -> None:
+    env = clean_env(SLURM_STEP_ID="0", SLURM_PROCID="0", SLURM_LOCALID="0", SLURM_NTASKS="1", SLURM_JOB_ID=job)
+    assert_user_error(ds("show.py", cwd=work, env=env), "SLURM_JOB_ID=", "ASCII digits")
+
+
+def test_an_inherited_master_port_out_of_range_is_one_line(work: Path) -> None:
+    assert_user_error(ds("show.py", cwd=work, env=clean_env(MASTER_PORT="99999")), "MASTER_PORT='99999'")
+
+
+def test_open_mpi_job_id_gives_the_port_like_slurm(work: Path) -> None:
+    env = clean_env(SHOW_ALSO="OMPI_MCA_ess_base_jobid")
+    result = openmpi(2, DS_HELPER, "show.py", cwd=work, env=env)
+    assert result.returncode == 0, result.stderr
+    rows = json_lines(result.stdout)
+    job = int(rows[0]["OMPI_MCA_ess_base_jobid"])
+    assert [row["MASTER_PORT"] for row in rows] == [str(20000 + job % 10000)] * 2
+    again = json_lines(openmpi(2, DS_HELPER, "show.py", cwd=work, env=env).stdout)
+    assert int(again[0]["OMPI_MCA_ess_base_jobid"]) != job  # each mpirun is a job of its own

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ds_helper import hostlist
 from ds_helper.bind.cpuset import format_cpus
+from ds_helper.checks import MAX_PORT
 from ds_helper.errors import LaunchError
 from ds_helper.plan import Plan
 from ds_helper.schema import RANK_FIELDS, HostSource, LauncherSpec, MasterSpec
@@ -229,8 +230,21 @@ def master_addr(
     return None, "unknown"
 
 
+def _job_number(name: str, job: str) -> int:
+    """The number a job id stands for: ASCII digits as they are, any other text (PBS's 123.server, Flux's F58,
+    Open MPI 5's namespace) hashed; digits of another script (Unicode's superscripts, Arabic-Indic) refused."""
+    if job.isascii() and job.isdigit():
+        return int(job[-18:])
+    if job.isnumeric():
+        raise LaunchError(f"{name}={job!r}: a job id of digits must be ASCII digits 0-9")
+    return zlib.crc32(job.encode("utf-8", "surrogateescape"))
+
+
 def master_port(spec: LauncherSpec, master: MasterSpec, env: Env) -> Tuple[Optional[int], str]:
     if env.get("MASTER_PORT"):
+        text = env["MASTER_PORT"]
+        if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_PORT):
+            raise LaunchError(f"MASTER_PORT={text!r} in the environment: a port is a number from 1 to {MAX_PORT}")
         return None, "kept from the environment"
     if master.port is not None:
         return master.port, "master.port"
@@ -238,8 +252,7 @@ def master_port(spec: LauncherSpec, master: MasterSpec, env: Env) -> Tuple[Optio
         job = env.get(name)
         if job:
             # Same job, same port on every rank; different jobs sharing a node rarely collide.
-            number = int(job) if job.isdigit() and len(job) < 19 else zlib.crc32(job.encode())
-            return master.port_base + number % max(master.port_span, 1), f"from {name}={job}"
+            return master.port_base + _job_number(name, job) % master.port_span, f"from {name}={job}"
     return master.default_port, "master.default_port"
 
 
