@@ -175,3 +175,53 @@ def test_open_mpi_job_id_gives_the_port_like_slurm(work: Path) -> None:
     assert [row["MASTER_PORT"] for row in rows] == [str(20000 + job % 10000)] * 2
     again = json_lines(openmpi(2, DS_HELPER, "show.py", cwd=work, env=env).stdout)
     assert int(again[0]["OMPI_MCA_ess_base_jobid"]) != job  # each mpirun is a job of its own
+
+
+# --- 2. per-rank log files never overwrite each other ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("launch", [mpich, openmpi])
+def test_log_names_without_a_rank_are_refused_on_every_rank_of_a_job(work: Path, launch) -> None:
+    result = launch(2, DS_HELPER, "log.dir=logs", "log.out=out.txt", "log.err='err-{rank}.txt'", "show.py", cwd=work)
+    assert_user_error(result, "log.out='out.txt': every rank of this job would write the same file")
+    assert result.stderr.count("ds-helper: error:") == 2
+    assert not (work / "logs").exists()
+
+
+def test_a_standalone_run_may_name_its_log_without_a_rank(work: Path) -> None:
+    assert ds("log.dir=logs", "log.out=train.out", "log.err=train.err", "show.py", cwd=work).returncode == 0
+    assert json.loads((work / "logs" / "train.out").read_text())["RANK"] == "0"
+
+
+def test_node_rank_alone_is_refused_where_the_manager_gives_none(work: Path) -> None:
+    # Rank 1 of an Open MPI job over two nodes (two nodes cannot exist here): Open MPI gives no node index.
+    env = clean_env(OMPI_COMM_WORLD_RANK="1", OMPI_COMM_WORLD_SIZE="4", OMPI_COMM_WORLD_LOCAL_RANK="1",
+                    OMPI_COMM_WORLD_LOCAL_SIZE="2")
+    result = ds("log.dir=logs", "log.out='o{node_rank}.{local_rank}'", "show.py", cwd=work, env=env)
+    assert_user_error(result, "gives no node rank")
+    assert not (work / "logs").exists()
+
+
+@pytest.mark.parametrize("overrides", [["log.out='same-{rank}'", "log.err='same-{rank}'"],
+                                       ["log.dir='logs/{rank}'"], ["log.dir='logs-{node_rank}'"]])
+def test_streams_sharing_a_file_or_placeholders_in_log_dir_are_refused(work: Path, overrides: list[str]) -> None:
+    before = _tree(work)
+    args = overrides if any(o.startswith("log.dir") for o in overrides) else ["log.dir=logs", *overrides]
+    assert_user_error(mpich(2, DS_HELPER, *args, "show.py", cwd=work), "log.", "would overwrite each other" if len(args) > 1 else "not expanded")
+    assert_user_error(ds(*args, "--save-plan", "p.json", "show.py", cwd=work), "log.", "would overwrite each other" if len(args) > 1 else "not expanded")
+    assert _tree(work) == before
+
+
+@pytest.mark.parametrize("tee", ["false", "true"])
+def test_existing_logs_are_never_truncated_and_two_jobs_never_share_files(work: Path, tee: str) -> None:
+    first = mpich(2, DS_HELPER, "log.dir=logs", f"log.tee={tee}", "show.py", cwd=work)
+    assert first.returncode == 0, first.stderr
+    logs = _tree(work / "logs")
+    assert sorted(logs) == ["rank-0.err", "rank-0.out", "rank-1.err", "rank-1.out"] and logs["rank-1.out"]
+    second = mpich(2, DS_HELPER, "log.dir=logs", f"log.tee={tee}", "show.py", cwd=work)
+    assert_user_error(second, "log file logs/rank-", "exists: ds-helper never overwrites a log")
+    assert _tree(work / "logs") == logs
+    (work / "mine").mkdir()
+    (work / "mine" / "rank-0.err").write_text("precious\n")
+    assert_user_error(ds("log.dir=mine", f"log.tee={tee}", "show.py", cwd=work), "mine/rank-0.err exists")
+    assert _tree(work / "mine") == {"rank-0.err": b"precious\n"}  # and rank-0.out, created first, removed again

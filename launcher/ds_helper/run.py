@@ -7,11 +7,13 @@ helper stays resident (peers.md D.2).
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
 from typing import List, NoReturn, Optional, TextIO
 
+from ds_helper.checks import check_log_names
 from ds_helper.errors import LaunchError
 from ds_helper.plan import Plan, python_target
 from ds_helper.resolve import Launch
@@ -123,23 +125,42 @@ def _log_names(plan: Plan, launch: Launch) -> dict[str, str]:
 
 
 def _open_logs(plan: Plan, launch: Launch) -> Optional[dict[str, str]]:
-    """With log.dir: the rank's file names, the folder created; without: None."""
+    """With log.dir: the rank's file names, the folder and the (new, empty) files created; without: None."""
     if not plan.log.dir and not plan.log.tee:
         return None
     names = _log_names(plan, launch)
     if plan.log.dir:
+        check_log_names(plan.log, launch.ranks["world_size"], launch.ranks["node_rank"])
         try:
             os.makedirs(plan.log.dir, exist_ok=True)
         except OSError as exc:
             raise LaunchError(f"log.dir={plan.log.dir}: {exc.strerror}") from None
+        _create_new(names["out"], names["err"])
     return names
 
 
+def _create_new(*paths: str) -> None:
+    """Create each log file, refusing one that exists: an earlier run's log, another job's or another rank's."""
+    created: List[str] = []
+    for path in paths:
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644))
+        except OSError as exc:
+            for done in created:  # nothing left behind
+                os.unlink(done)
+            if exc.errno == errno.EEXIST:
+                raise LaunchError(
+                    f"log file {path} exists: ds-helper never overwrites a log (remove it, or choose another log.dir)"
+                ) from None
+            raise LaunchError(f"cannot write {path}: {exc.strerror}") from None
+        created.append(path)
+
+
 def _redirect(names: dict[str, str]) -> None:
-    """stdout and stderr of the script into the rank's files: set on this process, kept through exec."""
+    """stdout and stderr of the script into the rank's new files: set on this process, kept through exec."""
     for fd, key in ((1, "out"), (2, "err")):
         try:
-            target = os.open(names[key], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            target = os.open(names[key], os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
         except OSError as exc:
             raise LaunchError(f"cannot write {names[key]}: {exc.strerror}") from None
         os.dup2(target, fd)

@@ -60,7 +60,8 @@ class _Stream:
         self.target = target
         self.prefix = prefix
         self.pending = b""
-        self.log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) if log_path else None
+        # The file is new and empty: run.py created it (a log is never truncated).
+        self.log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW) if log_path else None
 
     def feed(self, data: bytes) -> None:
         if self.log is not None:
