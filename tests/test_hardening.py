@@ -225,3 +225,40 @@ def test_existing_logs_are_never_truncated_and_two_jobs_never_share_files(work: 
     (work / "mine" / "rank-0.err").write_text("precious\n")
     assert_user_error(ds("log.dir=mine", f"log.tee={tee}", "show.py", cwd=work), "mine/rank-0.err exists")
     assert _tree(work / "mine") == {"rank-0.err": b"precious\n"}  # and rank-0.out, created first, removed again
+
+
+# --- 3. a standalone run outlives its parent like python would ----------------------------------------------------
+
+OUTLIVE = """
+import os, time
+parent = os.getppid()
+open("started", "w").close()
+deadline = time.monotonic() + 60
+while os.getppid() == parent and time.monotonic() < deadline:
+    time.sleep(0.05)
+open("survived.tmp", "w").write(str(os.getppid() != parent))
+os.rename("survived.tmp", "survived")
+"""
+
+# A parent like `nohup ds-helper outlive.py &` in a shell that then exits: start the command, wait until the
+# script runs, and end.
+PARENT = """
+import os, subprocess, sys, time
+subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+deadline = time.monotonic() + 60
+while not os.path.exists("started") and time.monotonic() < deadline:
+    time.sleep(0.02)
+os._exit(0)
+"""
+
+
+@pytest.mark.parametrize("overrides", [[], ["launcher=local"], ["no_python=true", sys.executable]])
+def test_a_standalone_run_outlives_the_parent_that_started_it(work: Path, overrides: list[str]) -> None:
+    (work / "outlive.py").write_text(OUTLIVE)
+    command = [DS_HELPER, *overrides, "outlive.py"]
+    parent = subprocess.run([sys.executable, "-c", PARENT, *command], cwd=work, env=clean_env(), timeout=90)
+    assert parent.returncode == 0 and (work / "started").exists()
+    deadline = time.monotonic() + 60
+    while not (work / "survived").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert (work / "survived").read_text() == "True"  # the parent is gone and the script ran on

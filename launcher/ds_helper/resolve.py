@@ -69,6 +69,8 @@ class Launch:
     """CPU affinity and memory policy to apply before the exec (None: leave the process as it is)."""
     layout_table: str = ""
     """For the dry run: where every local rank of this node goes."""
+    managed: bool = False
+    """A process manager (or ds-helper's job side) started this rank: its rank came from the environment."""
 
 
 def read_machine() -> Machine:
@@ -142,6 +144,11 @@ def _read_source(source: str, env: Env) -> Optional[Tuple[int, str]]:
     return hostlist.count_at(env[list_name], index), f"{list_name}={env[list_name]} at {index_name}={index}"
 
 
+def fixed_source(spec: LauncherSpec) -> str:
+    """The source of a number the launcher fixes (launcher=local's rank 0): no manager's variable gave it."""
+    return f"fixed by launcher={spec.name}"
+
+
 def _resolve_field(name: str, spec: LauncherSpec, env: Env) -> Tuple[Optional[int], str]:
     """First present source wins; every other present source must say the same."""
     found: List[Tuple[int, str]] = []
@@ -151,7 +158,7 @@ def _resolve_field(name: str, spec: LauncherSpec, env: Env) -> Tuple[Optional[in
             found.append(value)
     if not found:
         if name in spec.fixed:
-            return spec.fixed[name], f"fixed by launcher={spec.name}"
+            return spec.fixed[name], fixed_source(spec)
         return None, ""
     first_value, first_source = found[0]
     disagreeing = [source for value, source in found[1:] if value != first_value]
@@ -352,4 +359,5 @@ def resolve(
         else:
             child[change.name] = change.value
     argv = [*plan.argv, *plan.args, *extra_args]
-    return Launch(spec.name, why, ranks, argv, child, changes, notes, placement, table)
+    managed = ranks.sources["rank"] != fixed_source(spec)
+    return Launch(spec.name, why, ranks, argv, child, changes, notes, placement, table, managed)

@@ -258,7 +258,8 @@ def become(plan: Plan, launch: Launch) -> NoReturn:
             print(f"ds-helper: note: {note}", file=sys.stderr)
         print(f"ds-helper: {_rank_label(launch)} launcher={launch.launcher}: {_quote(launch.argv)}", file=sys.stderr)
     names = _open_logs(plan, launch)
-    if plan.die_with_manager and os.getppid() != 1:
+    # Only a rank a manager started dies with it; a standalone run outlives its shell as `python` would.
+    if plan.die_with_manager and launch.managed and os.getppid() != 1:
         _die_with_manager()
     argv = launch.argv
     if names is not None and plan.log.tee:

@@ -181,7 +181,8 @@ class Config:
         ),
     )
     die_with_manager: bool = field(
-        default=True, metadata=_help("SIGKILL the script if the process that started it dies (no orphans)")
+        default=True,
+        metadata=_help("SIGKILL the script if the manager that started it dies (no orphans; never standalone)"),
     )
 
 
