@@ -262,3 +262,59 @@ def test_a_standalone_run_outlives_the_parent_that_started_it(work: Path, overri
     while not (work / "survived").exists() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert (work / "survived").read_text() == "True"  # the parent is gone and the script ran on
+
+
+# --- 4. variables of an outer manager never beat the manager that started this rank --------------------------------
+
+POD = {"RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "10.1.2.3", "KUBERNETES_SERVICE_HOST": "10.96.0.1"}
+STRAY_TORCHRUN = {"TORCHELASTIC_RUN_ID": "old-job", "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1",
+                  "LOCAL_WORLD_SIZE": "1"}
+
+
+@pytest.mark.parametrize("launch", [mpich, openmpi])
+@pytest.mark.parametrize(("leftovers", "outer"), [(POD, "kubeflow"), (STRAY_TORCHRUN, "torchrun")],
+                         ids=["pod", "torchrun"])
+def test_a_stale_managers_variables_are_one_error_naming_both(work: Path, launch, leftovers: dict, outer: str) -> None:
+    result = launch(2, DS_HELPER, "show.py", cwd=work, env=clean_env(**leftovers))
+    inner = "mpich" if launch is mpich else "openmpi"
+    message = assert_user_error(result, "disagree", outer, inner)
+    assert result.stderr.count("ds-helper: error:") == 2, result.stderr  # every rank refuses, none starts
+    assert "launcher=NAME" in message
+
+
+@pytest.mark.parametrize("launch", [mpich, openmpi])
+def test_the_manager_chosen_by_name_wins_over_leftovers(work: Path, launch) -> None:
+    name = "mpich" if launch is mpich else "openmpi"
+    result = launch(2, DS_HELPER, f"launcher={name}", "show.py", cwd=work, env=clean_env(**POD))
+    assert result.returncode == 0, result.stderr
+    assert [(row["RANK"], row["WORLD_SIZE"]) for row in json_lines(result.stdout)] == [("0", "2"), ("1", "2")]
+
+
+def test_managers_that_agree_are_fine(work: Path) -> None:
+    # One rank of mpiexec -n 1 in a pod whose leftovers say the same thing: nothing contradicts.
+    result = mpich(1, DS_HELPER, "show.py", cwd=work, env=clean_env(**POD))
+    assert result.returncode == 0, result.stderr
+
+
+def _recorded_rank(name: str, index: int) -> dict[str, str]:
+    from test_resolve import load_recorded
+
+    _doc, ranks, _reader = load_recorded(Path(__file__).parent / "data" / "env" / f"{name}.json")
+    return dict(ranks[index][0])
+
+
+def test_a_declared_nesting_is_fine_and_a_stray_one_is_not() -> None:
+    from ds_helper.errors import LaunchError
+    from ds_helper.resolve import resolve
+    from test_resolve import plan_for
+
+    plan = plan_for()
+    # torchrun's worker 3 of 4, its torchrun started by srun as task 1 of 2 (torchrun.yaml: inside slurm).
+    nested = {**_recorded_rank("torchrun-2x2", 3), "SLURM_STEP_ID": "0", "SLURM_PROCID": "1", "SLURM_NTASKS": "2",
+              "SLURM_LOCALID": "0", "SLURM_NODEID": "1"}
+    launch = resolve(plan, nested, [], read_machine=lambda: pytest.fail("no binding asked for"))
+    assert (launch.launcher, launch.ranks["rank"]) == ("torchrun", 3)
+    # The same leftovers as a stray torchrun in rank 1 of a 2-task srun step: torchrun's world (1) is smaller.
+    stray = {**_recorded_rank("slurm-2node", 1), **STRAY_TORCHRUN}
+    with pytest.raises(LaunchError, match="torchrun says .* slurm says"):
+        resolve(plan, stray, [])

@@ -100,11 +100,14 @@ def choose_launcher(plan: Plan, env: Env) -> Tuple[LauncherSpec, str]:
     if not plan.auto:
         spec = plan.launchers[0]
         return spec, f"launcher={spec.name} (chosen in the config)"
-    for spec in plan.launchers:
-        if _matches(spec, env):
-            return spec, f"auto: {', '.join(spec.detect)} set" + (
-                f", none of {', '.join(spec.exclude)}" if spec.exclude else ""
-            )
+    present = [spec for spec in plan.launchers if _matches(spec, env)]
+    if present:
+        spec = present[0]
+        for other in present[1:]:
+            _refuse_contradiction(spec, other, env)
+        return spec, f"auto: {', '.join(spec.detect)} set" + (
+            f", none of {', '.join(spec.exclude)}" if spec.exclude else ""
+        )
     # Nothing matched. A standalone run is fine, but a manager's variable with no recognisable manager around
     # it means a manager we do not know or a half-broken environment: starting as rank 0 of 1 would be a lie.
     seen = [name for name in plan.evidence if name in env]
@@ -116,6 +119,33 @@ def choose_launcher(plan: Plan, env: Env) -> Tuple[LauncherSpec, str]:
             f"choose one with launcher=NAME ({options})"
         )
     return plan.fallback, f"auto: no process manager's variables set, so {plan.fallback.name}"
+
+
+def _numbers(spec: LauncherSpec, env: Env) -> Dict[str, Tuple[Optional[int], str]]:
+    """What a manager's variables say about this rank, field by field; {} when they cannot be read at all."""
+    try:
+        return {name: _resolve_field(name, spec, env) for name in RANK_FIELDS}
+    except LaunchError:
+        return {}
+
+
+def _refuse_contradiction(chosen: LauncherSpec, other: LauncherSpec, env: Env) -> None:
+    """Two managers' variables are present: they must agree about this rank, unless ``chosen`` is known to run
+    inside ``other`` (its ``inside`` list: mpirun in a Slurm step) and is at least as large a job."""
+    mine, theirs = _numbers(chosen, env), _numbers(other, env)
+    if not mine or not theirs:
+        return
+    world, outer_world = mine["world_size"][0], theirs["world_size"][0]
+    if other.name in chosen.inside and (world is None or outer_world is None or world >= outer_world):
+        return
+    for name in RANK_FIELDS:
+        (value, source), (other_value, other_source) = mine[name], theirs[name]
+        if value is not None and other_value is not None and value != other_value:
+            raise LaunchError(
+                f"launcher=auto: the variables of two process managers disagree about this rank's {name}: "
+                f"{chosen.name} says {value} ({source}), {other.name} says {other_value} ({other_source}); "
+                "unset the stale ones, or choose with launcher=NAME"
+            )
 
 
 # --- the five numbers ----------------------------------------------------------------------------------------

@@ -107,6 +107,13 @@ class LauncherSpec:
         default_factory=list,
         metadata=_help("launcher=auto only: variables that mean some manager started this rank (no standalone run)"),
     )
+    inside: List[str] = field(
+        default_factory=list,
+        metadata=_help(
+            "managers this one is started under (mpirun in a Slurm step): their variables, which describe the "
+            "parent, may disagree with this one's when it runs at least as many ranks"
+        ),
+    )
 
 
 @dataclass
