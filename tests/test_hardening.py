@@ -318,3 +318,52 @@ def test_a_declared_nesting_is_fine_and_a_stray_one_is_not() -> None:
     stray = {**_recorded_rank("slurm-2node", 1), **STRAY_TORCHRUN}
     with pytest.raises(LaunchError, match="torchrun says .* slurm says"):
         resolve(plan, stray, [])
+
+
+# --- 6. values in recipes reach the script as written ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("line", "fragment"), [
+    ("env: {N: no}", "env.N: no would reach the script as 'False'"),
+    ("env: {O: 0755}", "env.O: 0755 would reach the script as '493'"),
+    ("env: {T: 12:30}", "env.T: 12:30 would reach the script as '750'"),
+    ("env: {D: 2024-01-01}", "env.D: 2024-01-01 would reach the script as"),
+    ("env: {F: 1.50}", "env.F: 1.50 would reach the script as '1.5'"),
+    ("env: {H: 0x1F}", "env.H: 0x1F would reach the script as '31'"),
+    ("env: {0755: x}", "env name 0755"),
+    ("args: [--flag, yes]", "args: yes would reach the script as 'True'"),
+    ("args: [--lr, 3e-4]", "args: 3e-4 would reach the script as '0.0003'"),
+    ("args: [--n, 1_000]", "args: 1_000 would reach the script as '1000'"),
+    ("args: [--x, null]", "args: null where a string belongs"),
+    ("script: 0755", "script: 0755 would reach the script as '493'"),
+    ("env: {A: {B: 1}}", "env.A: a mapping where a string belongs"),
+    ("env: {A: [1]}", "env.A: a list where a string belongs"),
+    ("args: [--x, {a: 1}]", "args: a mapping where a string belongs"),
+    ("args: [[1, 2]]", "args: a list where a string belongs"),
+    ("env: [A, B]", "env: must be a mapping"),
+    ("args: --x", "args: must be a list"),
+])
+def test_recipe_values_yaml_would_retype_are_errors_at_check_and_launch(work: Path, line: str, fragment: str) -> None:
+    (work / "typed.yaml").write_text(f"# a team recipe\n{line}\n")
+    checked = ds("--check", "typed.yaml", cwd=work)
+    assert checked.returncode == 2 and "Traceback" not in checked.stderr
+    assert f"typed.yaml:2: {fragment}" in checked.stderr, checked.stderr
+    assert_user_error(ds("recipe=./typed.yaml", "show.py", cwd=work), "typed.yaml:2:", fragment)
+
+
+def test_recipe_values_as_written_pass_unchanged(work: Path) -> None:
+    (work / "plain.yaml").write_text(
+        "env: {N: 'no', O: '0755', T: \"12:30\", THREADS: 4, RATIO: 0.5, NAME: resnet, GONE: null}\n"
+        "args: [--flag, 'yes', --lr, '3e-4', --epochs, 10, --tag, v1.2]\n")
+    assert ds("--check", "plain.yaml", cwd=work).returncode == 0
+    env = clean_env(GONE="here", SHOW_ALSO="N,O,T,THREADS,RATIO,NAME,GONE")
+    result = ds("recipe=./plain.yaml", "show.py", cwd=work, env=env)
+    row = json_lines(result.stdout)[0]
+    assert {k: row[k] for k in ("N", "O", "T", "THREADS", "RATIO", "NAME", "GONE")} == {
+        "N": "no", "O": "0755", "T": "12:30", "THREADS": "4", "RATIO": "0.5", "NAME": "resnet", "GONE": None}
+    assert row["argv"] == ["--flag", "yes", "--lr", "3e-4", "--epochs", "10", "--tag", "v1.2"]
+
+
+@pytest.mark.parametrize("override", ["args=[a,[b]]", "args=[a,{b:1}]"])
+def test_a_container_where_an_argument_belongs_on_the_command_line_is_one_line(work: Path, override: str) -> None:
+    assert_user_error(ds(override, "show.py", cwd=work), "args:", "where a string belongs")

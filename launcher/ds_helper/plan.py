@@ -290,6 +290,15 @@ def python_target(argv: List[str]) -> Tuple[bool, str, bool]:
     return False, rest[-1], "-u" in rest
 
 
+def _string_args(args: List[Any]) -> List[str]:
+    """The script's arguments: each one string (Hydra lets ``args=[a,[b]]`` through as a nested list)."""
+    for arg in args:
+        if isinstance(arg, (list, dict)):
+            kind = "a list" if isinstance(arg, list) else "a mapping"
+            raise LaunchError(f"args: {arg!r} is {kind} where a string belongs (quote it)")
+    return [str(arg) for arg in args]
+
+
 def make_plan(config: Config, candidates: List[LauncherSpec]) -> Plan:
     """The plan of a composed config; ``candidates`` are every launcher option when launcher=auto."""
     auto = config.launcher.name == "auto"
@@ -310,7 +319,7 @@ def make_plan(config: Config, candidates: List[LauncherSpec]) -> Plan:
         fallback=fallback,
         evidence=evidence,
         argv=_command(config),
-        args=[str(arg) for arg in config.args],
+        args=_string_args(config.args),
         env=dict(config.env),
         export=config.export,
         master=config.master,

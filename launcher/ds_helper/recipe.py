@@ -187,6 +187,8 @@ def load(path: str, text: str) -> Tuple[Dict[str, Any], Dict[str, int], List[Pro
     if oversized:
         return {}, lines, [Problem(path, None, oversized)]
     _walk(path, node, "", lines, problems)
+    if not problems and isinstance(node, yaml.MappingNode):
+        problems = _check_strings(path, node)
     if problems:
         return {}, lines, problems
     try:
@@ -252,6 +254,75 @@ def _walk(path: str, node: Any, prefix: str, lines: Dict[str, int], problems: Li
                         f"(a recipe may use {', '.join(SAFE_RESOLVERS)})",
                     )
                 )
+
+
+_STR_TAG = "tag:yaml.org,2002:str"
+_NULL_TAG = "tag:yaml.org,2002:null"
+STRING_KEYS = ("script", "python")
+"""Top-level keys that hold one string, besides ``env`` (a mapping of strings) and ``args`` (a list of them)."""
+
+
+def _retyped(node: Any) -> Optional[str]:
+    """What a scalar reaches the script as when YAML 1.1 types it (``no`` -> False, ``0755`` -> 493, ``12:30``
+    -> 750, ``3e-4`` -> 0.0003 once OmegaConf reads it), or None when the text passes as written."""
+    if node.style is not None or node.tag == _NULL_TAG:  # quoted or a block: text; null is checked by the caller
+        return None
+    text = node.value
+    if node.tag == _STR_TAG:
+        # PyYAML calls 1e3 a string, OmegaConf's loader a float: anything Python reads as a number differently
+        # from its text is flagged too.
+        if not any(char.isdigit() for char in text):
+            return None
+        try:
+            number = float(text)
+        except ValueError:
+            return None
+        return None if str(number) == text else str(number)
+    value = _yaml().SafeLoader("").construct_object(node, deep=True)
+    return None if str(value) == text and isinstance(value, (int, float)) else str(value)
+
+
+def _string_problem(path: str, key: str, node: Any, null_ok: bool) -> Optional[Problem]:
+    """One value that must reach the script as a string, exactly as written."""
+    yaml = _yaml()
+    line = node.start_mark.line + 1
+    if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
+        kind = "a mapping" if isinstance(node, yaml.MappingNode) else "a list"
+        return Problem(path, line, f"{key}: {kind} where a string belongs")
+    if node.tag == _NULL_TAG and node.style is None:
+        return (
+            None if null_ok else Problem(path, line, f"{key}: null where a string belongs (quote it: '{node.value}')")
+        )
+    typed = _retyped(node)
+    if typed is None:
+        return None
+    return Problem(
+        path, line, f"{key}: {node.value} would reach the script as {typed!r} (YAML types it); quote it: '{node.value}'"
+    )
+
+
+def _check_strings(path: str, root: Any) -> List[Problem]:
+    """env values, args and the script are passed verbatim: YAML's typing must not change them on the way."""
+    yaml = _yaml()
+    problems: List[Optional[Problem]] = []
+    for key_node, value_node in root.value:
+        key = str(key_node.value)
+        line = key_node.start_mark.line + 1
+        if key == "env":
+            if not isinstance(value_node, yaml.MappingNode):
+                problems.append(Problem(path, line, "env: must be a mapping of NAME: value"))
+                continue
+            for name_node, item in value_node.value:
+                problems.append(_string_problem(path, f"env name {name_node.value}", name_node, null_ok=False))
+                problems.append(_string_problem(path, f"env.{name_node.value}", item, null_ok=True))
+        elif key == "args":
+            if not isinstance(value_node, yaml.SequenceNode):
+                problems.append(Problem(path, line, "args: must be a list of strings"))
+                continue
+            problems += [_string_problem(path, "args", item, null_ok=False) for item in value_node.value]
+        elif key in STRING_KEYS:
+            problems.append(_string_problem(path, key, value_node, null_ok=True))
+    return [problem for problem in problems if problem is not None]
 
 
 _DEFAULTS_HELP = (
