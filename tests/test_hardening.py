@@ -367,3 +367,34 @@ def test_recipe_values_as_written_pass_unchanged(work: Path) -> None:
 @pytest.mark.parametrize("override", ["args=[a,[b]]", "args=[a,{b:1}]"])
 def test_a_container_where_an_argument_belongs_on_the_command_line_is_one_line(work: Path, override: str) -> None:
     assert_user_error(ds(override, "show.py", cwd=work), "args:", "where a string belongs")
+
+
+# --- 10. no resolver escape ----------------------------------------------------------------------------------------
+
+EVIL = {"EVIL": "${now:%H%M%S}", "HIDDEN": "${hydra:runtime.cwd}", "SHOW_ALSO": "A"}
+
+
+@pytest.mark.parametrize("value", [
+    "${oc.decode:${oc.env:EVIL}}",
+    "${oc.decode:${oc.env:HIDDEN}}",
+    "${oc.decode:'${oc.env:EVIL}'}",
+    "x-${oc.decode:${oc.select:env.B}}",
+])
+def test_refused_resolvers_are_unreachable_through_decode(work: Path, value: str) -> None:
+    (work / "escape.yaml").write_text(json.dumps({"env": {"A": value, "B": "${oc.env:EVIL}"}}) + "\n")
+    env = clean_env(**EVIL)
+    checked = ds("--check", "escape.yaml", cwd=work, env=env)
+    assert checked.returncode == 2 and "refused" in checked.stderr and "Traceback" not in checked.stderr
+    assert_user_error(ds("recipe=./escape.yaml", "show.py", cwd=work, env=env), "refused")
+
+
+def test_refused_resolvers_are_unreachable_from_the_command_line_too(work: Path) -> None:
+    override = "log.prefix='${oc.decode:${oc.env:EVIL}}'"
+    assert_user_error(ds(override, "show.py", cwd=work, env=clean_env(**EVIL)), "resolver 'now' refused")
+
+
+def test_text_a_resolver_returns_is_never_resolved_again(work: Path) -> None:
+    (work / "text.yaml").write_text('env: {A: "${oc.env:EVIL}"}\n')
+    result = ds("recipe=./text.yaml", "show.py", cwd=work, env=clean_env(**EVIL))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["A"] == "${now:%H%M%S}"  # the variable's text, as `oc.env` returned it

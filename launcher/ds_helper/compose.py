@@ -43,8 +43,34 @@ def hydra_context() -> Iterator[None]:
         init = initialize_config_module("ds_helper.conf", version_base="1.3", job_name="ds-helper")
     else:  # a source checkout imported directly
         init = initialize_config_dir(source_dir, version_base="1.3", job_name="ds-helper")
-    with init:
+    with init, _only_safe_resolvers():
         yield
+
+
+def _refused(name: str) -> Any:
+    def refuse(*_args: Any, **_kwargs: Any) -> Any:
+        raise LaunchError(
+            f"resolver '{name}' refused (ds-helper allows {', '.join(recipes.SAFE_RESOLVERS)}): every rank composes "
+            "on its own, so a value must not depend on when or where it is composed"
+        )
+
+    return refuse
+
+
+@contextmanager
+def _only_safe_resolvers() -> Iterator[None]:
+    """Every resolver but the safe ones fails when it runs: however it is reached (written out, through
+    ``oc.decode``, or in text another resolver returned), not only where the recipe check can see it."""
+    from omegaconf.basecontainer import BaseContainer  # the registry itself: OmegaConf has no public listing
+
+    registry: Dict[str, Any] = BaseContainer._resolvers
+    saved = {name: registry[name] for name in list(registry) if name not in recipes.SAFE_RESOLVERS}
+    for name in saved:
+        registry[name] = _refused(name)
+    try:
+        yield
+    finally:
+        registry.update(saved)
 
 
 # Lines of Hydra's messages that do not help a ds-helper user: internals, and the '+key=' hint, which would
@@ -67,6 +93,7 @@ def explain(exc: BaseException) -> str:
             line = line.strip()
             if line.startswith("Config search path"):
                 break  # the rest is the search path listing
+            line = line.replace("LaunchError raised while resolving interpolation: ", "")  # our own refusal
             if line and not line.startswith(_NOISE) and line not in parts:
                 parts.append(line)
         seen = seen.__cause__
@@ -112,11 +139,27 @@ def load_launchers() -> List[LauncherSpec]:
 
 def _typed(cfg: DictConfig) -> Config:
     """Re-validate a plain copy: ``+key=`` overrides slip past Hydra's schema check (hydra.md 4.3)."""
-    plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    plain = _as_text(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True))
     merged = OmegaConf.merge(OmegaConf.structured(Config), plain)
     config = OmegaConf.to_object(merged)
     assert isinstance(config, Config)
     return config
+
+
+_INTERPOLATION_START = re.compile(r"(\\*)\$\{")
+
+
+def _as_text(node: Any) -> Any:
+    """Resolved values, escaped so the re-validation below takes them as text: what a resolver returned
+    (``${oc.env:X}`` giving ``${now:}``) is never resolved a second time."""
+    if isinstance(node, dict):
+        return {key: _as_text(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_as_text(value) for value in node]
+    if isinstance(node, str) and "${" in node:
+        # OmegaConf's escapes: \${ is a literal ${, and backslashes right before it are doubled.
+        return _INTERPOLATION_START.sub(lambda match: match.group(1) * 2 + "\\${", node)
+    return node
 
 
 def _register_recipes(loaded: List[recipes.Loaded]) -> None:

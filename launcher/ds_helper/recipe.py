@@ -29,7 +29,8 @@ SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__
 PATH_VAR = "DS_HELPER_RECIPE_PATH"
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 SAFE_RESOLVERS = ("oc.env", "oc.select", "oc.decode", "oc.dict.keys", "oc.dict.values")
-"""Resolvers a recipe may use. Hydra's ``now`` is refused: every rank composes on its own, at its own second."""
+"""Resolvers a recipe may use. Hydra's ``now`` is refused: every rank composes on its own, at its own second.
+Checked here in the text, and enforced by ``compose`` while resolving (through ``oc.decode`` too)."""
 GROUPS = ("launcher", "bind")
 _RESOLVER_CALL = re.compile(r"\$\{\s*([A-Za-z_][\w.\-]*)\s*:")
 _PACKAGE = re.compile(r"^#\s*@package\s+(\S+)\s*$", re.MULTILINE)
