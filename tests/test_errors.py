@@ -1,4 +1,4 @@
-"""The README's catalogue of user mistakes, run row by row: each gives exactly its documented message."""
+"""The catalogue of user mistakes in docs/errors.md, run row by row: each gives exactly its documented message."""
 
 from __future__ import annotations
 
@@ -12,15 +12,12 @@ from typing import List, Tuple
 import pytest
 from conftest import DS_HELPER, SCRIPTS, assert_user_error, clean_env
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+CATALOGUE = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
 
 
 def catalogue() -> List[Tuple[str, str, str]]:
-    text = README.read_text()
-    section = text[text.index("## Errors\n") :]
-    section = section[: section.index("\n## ", 5)] if "\n## " in section[5:] else section
     rows = []
-    for line in section.splitlines():
+    for line in CATALOGUE.read_text().splitlines():
         cells = re.findall(r"\| ([^|`]+?|`[^`]*`) (?=\|)", line)
         if len(cells) == 3 and cells[1].startswith("`"):
             rows.append((cells[0], cells[1].strip("`"), cells[2].strip("`")))

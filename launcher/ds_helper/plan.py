@@ -213,7 +213,7 @@ RUN_MODES = ("exec", "inprocess")
 
 
 def in_process_blocker(config: Config) -> Optional[str]:
-    """Why a script cannot run inside ds-helper's own interpreter, or None when it can (README: run_mode)."""
+    """Why a script cannot run inside ds-helper's own interpreter, or None when it can (docs/design.md)."""
     if config.no_python:
         return "no_python=true runs a program, not a Python script"
     if config.python and os.path.realpath(config.python) != os.path.realpath(sys.executable):

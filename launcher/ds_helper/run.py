@@ -171,7 +171,7 @@ def in_process_blocker(plan: Plan, launch: Launch) -> Optional[str]:
 
 
 def run_in_process(plan: Plan, launch: Launch) -> NoReturn:
-    """Run the Python script in this interpreter, as ``python [-u] SCRIPT ARGS`` would (README: run_mode).
+    """Run the Python script in this interpreter, as ``python [-u] SCRIPT ARGS`` would (docs/design.md).
 
     What ``exec`` gets from the kernel is done by hand: the environment, argv, ``sys.path[0]``, ``__main__``,
     unbuffered output, and Python's own ending (exit code, traceback and exit 1, death by SIGINT).

@@ -177,7 +177,7 @@ class Config:
         default="exec",
         metadata=_help(
             "exec: become the script; inprocess: run a Python script in ds-helper's interpreter when "
-            "the rules allow (one interpreter start less; README)"
+            "the rules allow (one interpreter start less; docs/design.md)"
         ),
     )
     die_with_manager: bool = field(
