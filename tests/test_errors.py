@@ -36,8 +36,9 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("errors")
     shutil.copy(SCRIPTS / "show.py", folder)
     (folder / "damaged-plan.json").write_text("{\n")
-    saved = subprocess.run([DS_HELPER, "--save-plan", "plan.json", "show.py"], cwd=folder, env=clean_env(),
-                           capture_output=True, text=True)
+    saved = subprocess.run(
+        [DS_HELPER, "--save-plan", "plan.json", "show.py"], cwd=folder, env=clean_env(), capture_output=True, text=True
+    )
     assert saved.returncode == 0, saved.stderr
     return folder
 
@@ -50,8 +51,15 @@ def test_documented_message(workdir: Path, mistake: str, command: str, message: 
         name, _, value = words.pop(0).partition("=")
         env[name] = value
     before = sorted(p.name for p in workdir.iterdir())
-    result = subprocess.run([DS_HELPER, *words[1:]], cwd=workdir, env=env, capture_output=True, text=True,
-                            stdin=subprocess.DEVNULL, timeout=120)
+    result = subprocess.run(
+        [DS_HELPER, *words[1:]],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
     assert result.returncode == 2, (mistake, result.stderr)
     line = assert_user_error(result)
     pattern = ".*".join(re.escape(part) for part in message.split("…"))

@@ -59,22 +59,14 @@ def rows(
     out = []
     for p in placements:
         cores = "-" if p.cpus is None else format_cpus(p.cpus)
-        mem = (
-            "-"
-            if p.mem_policy is None
-            else f"{p.mem_policy} {format_cpus(p.mem_nodes)}"
-        )
+        mem = "-" if p.mem_policy is None else f"{p.mem_policy} {format_cpus(p.mem_nodes)}"
         out.append((cores, mem, p.env.get("OMP_NUM_THREADS", "-")))
     return out
 
 
-def lay(
-    name: str, lws: int, env: dict[str, str] | None = None, **spec: Any
-) -> list[Placement]:
+def lay(name: str, lws: int, env: dict[str, str] | None = None, **spec: Any) -> list[Placement]:
     t = topo(name)
-    return layout(
-        BindSpec(**spec), local_world_size=lws, topology=t, usable=t.cpus, env=env or {}
-    )
+    return layout(BindSpec(**spec), local_world_size=lws, topology=t, usable=t.cpus, env=env or {})
 
 
 # ------------------------------------------------------------------------------- expected layouts: 'cores'
@@ -227,15 +219,11 @@ def _canon(expected: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
     """Let expectations use any parse_cpus spelling (e.g. strides) for readability."""
     from ds_helper.bind.cpuset import parse_cpus
 
-    return [
-        (c if c == "-" else format_cpus(parse_cpus(c)), m, t) for c, m, t in expected
-    ]
+    return [(c if c == "-" else format_cpus(parse_cpus(c)), m, t) for c, m, t in expected]
 
 
 @pytest.mark.parametrize(("name", "lws", "spec", "expected"), EXPECTED_CORES)
-def test_cores_layouts(
-    name: str, lws: int, spec: dict[str, Any], expected: list[tuple[str, str, str]]
-) -> None:
+def test_cores_layouts(name: str, lws: int, spec: dict[str, Any], expected: list[tuple[str, str, str]]) -> None:
     assert rows(name, lws, policy="cores", **spec) == _canon(expected)
 
 
@@ -404,9 +392,7 @@ EXPECTED_NUMA = [
 
 
 @pytest.mark.parametrize(("name", "lws", "spec", "expected"), EXPECTED_NUMA)
-def test_numa_layouts(
-    name: str, lws: int, spec: dict[str, Any], expected: list[tuple[str, str, str]]
-) -> None:
+def test_numa_layouts(name: str, lws: int, spec: dict[str, Any], expected: list[tuple[str, str, str]]) -> None:
     assert rows(name, lws, policy="numa", **spec) == _canon(expected)
 
 
@@ -437,21 +423,11 @@ def test_place_is_the_layout_row() -> None:
 
 def test_notes_report_unused_and_span() -> None:
     notes = lay("xeon-2s-ht", 3, policy="cores")[1].notes
-    assert (
-        "CPUs 54-55,110-111 unused (bind.remainder=drop, bind.physical=False)" in notes
-    )
-    assert (
-        "local rank 1: cores span NUMA nodes 0-1: memory left to the kernel (first touch)"
-        in notes
-    )
-    assert (
-        "NUMA node(s) 3 unused (bind.remainder=drop)"
-        in lay("epyc-nps4", 3, policy="numa")[0].notes
-    )
+    assert "CPUs 54-55,110-111 unused (bind.remainder=drop, bind.physical=False)" in notes
+    assert "local rank 1: cores span NUMA nodes 0-1: memory left to the kernel (first touch)" in notes
+    assert "NUMA node(s) 3 unused (bind.remainder=drop)" in lay("epyc-nps4", 3, policy="numa")[0].notes
     uneven = lay("epyc-nps4", 6, policy="numa")[0].notes
-    assert (
-        "6 local ranks on 4 NUMA nodes: the first 2 node(s) get one rank more" in uneven
-    )
+    assert "6 local ranks on 4 NUMA nodes: the first 2 node(s) get one rank more" in uneven
 
 
 # ------------------------------------------------------------------------------------- usable-set handling
@@ -477,17 +453,12 @@ def test_default_cores_are_the_usable_ones() -> None:
         usable=range(8),
         env={},
     )
-    assert (
-        "this process may use 8 of 112 online CPUs (0-7); binding stays inside that set"
-        in p.notes
-    )
+    assert "this process may use 8 of 112 online CPUs (0-7); binding stays inside that set" in p.notes
 
 
 def test_physical_picks_one_usable_thread_per_core() -> None:
     # Only the second hardware threads are usable: physical still gets one thread per core.
-    got = rows(
-        "xeon-2s-ht", 2, usable=tuple(range(56, 112)), policy="cores", physical=True
-    )
+    got = rows("xeon-2s-ht", 2, usable=tuple(range(56, 112)), policy="cores", physical=True)
     assert got == [("56-83", "bind 0", "28"), ("84-111", "bind 1", "28")]
 
 
@@ -502,10 +473,7 @@ def test_requested_cores_not_usable() -> None:
             usable=range(4),
             env={},
         )
-    assert (
-        str(info.value)
-        == "bind.cores: CPUs 4-7 are not usable by this process (usable: 0-3)"
-    )
+    assert str(info.value) == "bind.cores: CPUs 4-7 are not usable by this process (usable: 0-3)"
     with pytest.raises(
         LaunchError,
         match=r"^bind.cores: CPUs 64-79 are not usable by this process \(usable: 0-1\)$",
@@ -524,9 +492,7 @@ def test_live_machine_layout() -> None:
         env={},
     )
     assert sorted(c for p in placements for c in p.cpus or ()) == sorted(usable)
-    if hasattr(
-        os, "sched_setaffinity"
-    ):  # the placement is something the kernel accepts
+    if hasattr(os, "sched_setaffinity"):  # the placement is something the kernel accepts
         before = os.sched_getaffinity(0)
         try:
             os.sched_setaffinity(0, placements[0].cpus or before)
@@ -672,9 +638,7 @@ def test_bad_rank_arguments() -> None:
             usable=t.cpus,
             env={},
         )
-    with pytest.raises(
-        LaunchError, match="local world size must be a positive integer, got 0"
-    ):
+    with pytest.raises(LaunchError, match="local world size must be a positive integer, got 0"):
         layout(BindSpec(), local_world_size=0, topology=t, usable=t.cpus, env={})
 
 
@@ -692,10 +656,7 @@ def test_omp_threads_kept_when_user_set_it() -> None:
     placements = lay("xeon-2s-ht", 2, env={"OMP_NUM_THREADS": "4"}, policy="cores")
     assert all("OMP_NUM_THREADS" not in p.env for p in placements)
     assert "OMP_NUM_THREADS kept at 4 (set by user)" in placements[0].notes
-    assert all(
-        "OMP_NUM_THREADS" not in p.env
-        for p in lay("xeon-2s-ht", 2, policy="cores", omp_threads=False)
-    )
+    assert all("OMP_NUM_THREADS" not in p.env for p in lay("xeon-2s-ht", 2, policy="cores", omp_threads=False))
 
 
 def test_gpus_count_list_and_vendors() -> None:
@@ -748,16 +709,9 @@ def test_kmp_affinity_note_or_error() -> None:
     )
     assert p.notes == [note]
     assert lay("this-vm", 2, env=env)[0].notes == []  # no binding, no conflict
-    assert (
-        lay("this-vm", 2, env={"KMP_AFFINITY": "disabled"}, policy="cores")[0].notes
-        == []
-    )
+    assert lay("this-vm", 2, env={"KMP_AFFINITY": "disabled"}, policy="cores")[0].notes == []
     ok = {"KMP_AFFINITY": "granularity=fine,proclist=[0],explicit"}
-    assert (
-        lay("this-vm", 1, env=ok, policy="cores")[0]
-        .notes[0]
-        .startswith("KMP_AFFINITY=")
-    )
+    assert lay("this-vm", 1, env=ok, policy="cores")[0].notes[0].startswith("KMP_AFFINITY=")
     bad = {"KMP_AFFINITY": "granularity=fine,proclist=[0,{1}],explicit"}
     with pytest.raises(LaunchError) as info:
         lay("this-vm", 2, env=bad, policy="cores")
@@ -807,17 +761,13 @@ def test_table_and_numactl_prefix() -> None:
     remainder=st.sampled_from(["drop", "spread"]),
     data=st.data(),
 )
-def test_layout_invariants(
-    name: str, lws: int, policy: str, physical: bool, remainder: str, data: Any
-) -> None:
+def test_layout_invariants(name: str, lws: int, policy: str, physical: bool, remainder: str, data: Any) -> None:
     t = topo(name)
     usable = data.draw(st.sets(st.sampled_from(t.cpus), min_size=1))
     spec = BindSpec(policy=policy, physical=physical, remainder=remainder)
     start = time.perf_counter()
     try:
-        placements = layout(
-            spec, local_world_size=lws, topology=t, usable=sorted(usable), env={}
-        )
+        placements = layout(spec, local_world_size=lws, topology=t, usable=sorted(usable), env={})
     except LaunchError as exc:
         assert "\n" not in str(exc)
         return
@@ -853,9 +803,7 @@ def test_layout_invariants(
     policy=st.sampled_from(["none", "cores", "numa", "bogus"]),
     lws=st.integers(min_value=1, max_value=8),
 )
-def test_random_specs_only_launch_error(
-    cores: object, gpus: object, policy: str, lws: int
-) -> None:
+def test_random_specs_only_launch_error(cores: object, gpus: object, policy: str, lws: int) -> None:
     t = topo("xeon-2s-ht")
     try:
         layout(

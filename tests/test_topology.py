@@ -26,11 +26,7 @@ def test_xeon_2s_ht() -> None:
     t = load("xeon-2s-ht")
     assert t.cpus == tuple(range(112))
     assert node_cpus(t) == {0: "0-27,56-83", 1: "28-55,84-111"}
-    assert (
-        t.siblings[0] == (0, 56)
-        and t.siblings[56] == (0, 56)
-        and t.siblings[55] == (55, 111)
-    )
+    assert t.siblings[0] == (0, 56) and t.siblings[56] == (0, 56) and t.siblings[55] == (55, 111)
     assert t.package[27] == 0 and t.package[28] == 1 and t.package[84] == 1
     assert dict(t.nodes[0].distance) == {0: 10, 1: 21}
     assert t.memory_only_nodes == ()
@@ -196,8 +192,6 @@ def test_cgroup_cpus_v2_and_v1(tmp_path: Path) -> None:
     assert cgroup_cpus(tmp_path) == (0, 1, 2, 3, 8)
     (tmp_path / "proc/self/cgroup").write_text("3:cpuset:/slurm/uid_1/job_7\n0::/\n")
     (tmp_path / "sys/fs/cgroup/cpuset/slurm/uid_1/job_7").mkdir(parents=True)
-    (
-        tmp_path / "sys/fs/cgroup/cpuset/slurm/uid_1/job_7/cpuset.effective_cpus"
-    ).write_text("4-5\n")
+    (tmp_path / "sys/fs/cgroup/cpuset/slurm/uid_1/job_7/cpuset.effective_cpus").write_text("4-5\n")
     assert cgroup_cpus(tmp_path) == (4, 5)
     assert cgroup_cpus(tmp_path / "nowhere") is None
