@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import enum
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from ds_helper import bind
 from ds_helper.bind.cpuset import format_cpus
 from ds_helper.bind.placement import (
     BindSpec,
     Placement,
     format_layout_table,
     layout,
-    numactl_prefix,
-    place,
 )
 from ds_helper.bind.topology import Topology, read_topology, usable_cpus
 from ds_helper.errors import LaunchError
@@ -403,22 +401,21 @@ def test_policy_none_leaves_everything_alone() -> None:
     assert notes == ["bind.cores ignored: bind.policy is none"]
 
 
-def test_place_is_the_layout_row() -> None:
+def test_each_rank_keeps_its_own_row_of_the_node_layout() -> None:
     t = topo("xeon-2s-ht-snc2")
     spec = BindSpec(policy="numa")
     full = layout(spec, local_world_size=8, topology=t, usable=t.cpus, env={})
     for r in range(8):
-        assert (
-            place(
-                spec,
-                local_rank=r,
-                local_world_size=8,
-                topology=t,
-                usable=t.cpus,
-                env={},
-            )
-            == full[r]
+        got = bind.for_rank(
+            spec,
+            local_rank=r,
+            local_world_size=8,
+            launcher="mpich",
+            env={},
+            dry_run=False,
+            read_machine=lambda: (t, t.cpus),
         )
+        assert got.placement == full[r] and got.table == format_layout_table(full)
 
 
 def test_notes_report_unused_and_span() -> None:
@@ -445,14 +442,7 @@ def test_default_cores_are_the_usable_ones() -> None:
     notes = lay("xeon-2s-ht", 1, policy="cores")[0].notes
     assert not any("may use" in n for n in notes)
     t = topo("xeon-2s-ht")
-    p = place(
-        BindSpec(policy="cores"),
-        local_rank=0,
-        local_world_size=1,
-        topology=t,
-        usable=range(8),
-        env={},
-    )
+    p = layout(BindSpec(policy="cores"), local_world_size=1, topology=t, usable=range(8), env={})[0]
     assert "this process may use 8 of 112 online CPUs (0-7); binding stays inside that set" in p.notes
 
 
@@ -465,14 +455,7 @@ def test_physical_picks_one_usable_thread_per_core() -> None:
 def test_requested_cores_not_usable() -> None:
     t = topo("xeon-2s-ht")
     with pytest.raises(LaunchError) as info:
-        place(
-            BindSpec(policy="cores", cores="0-7"),
-            local_rank=0,
-            local_world_size=1,
-            topology=t,
-            usable=range(4),
-            env={},
-        )
+        layout(BindSpec(policy="cores", cores="0-7"), local_world_size=1, topology=t, usable=range(4), env={})
     assert str(info.value) == "bind.cores: CPUs 4-7 are not usable by this process (usable: 0-3)"
     with pytest.raises(
         LaunchError,
@@ -629,24 +612,8 @@ def test_errors(name: str, lws: int, spec: dict[str, Any], message: str) -> None
 
 def test_bad_rank_arguments() -> None:
     t = topo("this-vm")
-    with pytest.raises(LaunchError, match="local rank 2 is outside 0..2-1"):
-        place(
-            BindSpec(),
-            local_rank=2,
-            local_world_size=2,
-            topology=t,
-            usable=t.cpus,
-            env={},
-        )
     with pytest.raises(LaunchError, match="local world size must be a positive integer, got 0"):
         layout(BindSpec(), local_world_size=0, topology=t, usable=t.cpus, env={})
-
-
-def test_enum_values_accepted() -> None:
-    class Policy(str, enum.Enum):
-        numa = "numa"
-
-    assert rows("this-vm", 2, policy=Policy.numa) == [("0", "-", "1"), ("1", "-", "1")]
 
 
 # -------------------------------------------------------------------------------------------------- env
@@ -724,7 +691,7 @@ def test_kmp_affinity_note_or_error() -> None:
 # ------------------------------------------------------------------------------------------------ output
 
 
-def test_table_and_numactl_prefix() -> None:
+def test_table_and_memory_policies() -> None:
     placements = lay("xeon-max-9480-flat", 2, policy="numa", gpus=2)
     expected = [
         "local rank  cores                 memory       GPU  threads",
@@ -733,16 +700,13 @@ def test_table_and_numactl_prefix() -> None:
         "note: each rank sees its GPU(s) renumbered from 0 (CUDA_VISIBLE_DEVICES): use device 0, not LOCAL_RANK",
     ]
     assert format_layout_table(placements).splitlines() == expected
-    assert numactl_prefix(placements[0]) == ["numactl", "--preferred=2"]
-    assert numactl_prefix(lay("xeon-max-9480-flat", 1, policy="numa")[0]) == [
-        "numactl",
-        "--preferred-many=2-3",
-    ]
-    assert numactl_prefix(lay("xeon-2s-ht-snc2", 2, policy="numa")[1]) == [
-        "numactl",
-        "--membind=2-3",
-    ]
-    assert numactl_prefix(lay("this-vm", 2, policy="numa")[0]) == []
+    assert (placements[0].mem_policy, placements[0].mem_nodes) == ("preferred", (2,))
+    flat = lay("xeon-max-9480-flat", 1, policy="numa")[0]
+    assert (flat.mem_policy, flat.mem_nodes) == ("preferred", (2, 3))
+    snc = lay("xeon-2s-ht-snc2", 2, policy="numa")[1]
+    assert (snc.mem_policy, snc.mem_nodes) == ("bind", (2, 3))
+    single = lay("this-vm", 2, policy="numa")[0]
+    assert (single.mem_policy, single.mem_nodes) == (None, ())
     assert (
         format_layout_table(lay("this-vm", 1))
         == "local rank  cores  memory  GPU  threads\n0           -      -       -    -"

@@ -171,6 +171,23 @@ def test_a_plan_run_loads_no_hydra_omegaconf_or_yaml(saved_plan: Path) -> None:
     assert "ds_helper.compose" not in modules
 
 
+@pytest.mark.parametrize(("overrides", "loaded"), [([], []), (["bind.cores=0"], ["placement", "topology"])])
+def test_binding_modules_load_only_when_binding_is_asked_for(tmp_path: Path, overrides: list, loaded: list) -> None:
+    path = tmp_path / "plan.json"
+    assert ds("script=show.py", *overrides, "--save-plan", str(path)).returncode == 0
+    code = (
+        "import json, os, sys\n"
+        "from ds_helper.plan import load_plan\n"
+        "from ds_helper.resolve import resolve\n"
+        f"resolve(load_plan({str(path)!r}), os.environ, [])\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('ds_helper.bind.'))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=SCRIPTS, env=clean_env())
+    assert result.returncode == 0, result.stderr
+    modules = {name.rsplit(".", 1)[-1] for name in json.loads(result.stdout)}
+    assert set(loaded) <= modules and (loaded or not modules), modules
+
+
 def test_importtime_of_a_plan_run_has_no_hydra_line(saved_plan: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "ds_helper.cli", "--plan", str(saved_plan), "--dry-run"],

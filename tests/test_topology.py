@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from ds_helper.bind.cpuset import format_cpus, parse_cpus
-from ds_helper.bind.topology import Topology, cgroup_cpus, read_topology, usable_cpus
+from ds_helper.bind.topology import Topology, read_topology, usable_cpus
 from ds_helper.errors import LaunchError
 
 DATA = Path(__file__).parent / "data" / "topology"
@@ -177,21 +177,3 @@ def test_usable_cpus_follows_a_narrowed_mask() -> None:
     finally:
         os.sched_setaffinity(0, before)
     assert set(usable_cpus()) == before
-
-
-def test_cgroup_cpus_live_is_none_or_superset_of_usable() -> None:
-    cpus = cgroup_cpus("/")
-    assert cpus is None or set(usable_cpus()) <= set(cpus)
-
-
-def test_cgroup_cpus_v2_and_v1(tmp_path: Path) -> None:
-    (tmp_path / "proc/self").mkdir(parents=True)
-    (tmp_path / "proc/self/cgroup").write_text("0::/job/42\n")
-    (tmp_path / "sys/fs/cgroup/job/42").mkdir(parents=True)
-    (tmp_path / "sys/fs/cgroup/job/42/cpuset.cpus.effective").write_text("0-3,8\n")
-    assert cgroup_cpus(tmp_path) == (0, 1, 2, 3, 8)
-    (tmp_path / "proc/self/cgroup").write_text("3:cpuset:/slurm/uid_1/job_7\n0::/\n")
-    (tmp_path / "sys/fs/cgroup/cpuset/slurm/uid_1/job_7").mkdir(parents=True)
-    (tmp_path / "sys/fs/cgroup/cpuset/slurm/uid_1/job_7/cpuset.effective_cpus").write_text("4-5\n")
-    assert cgroup_cpus(tmp_path) == (4, 5)
-    assert cgroup_cpus(tmp_path / "nowhere") is None
