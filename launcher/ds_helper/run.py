@@ -133,7 +133,19 @@ def _supervisor_argv(plan: Plan, launch: Launch, program: str, names: dict[str, 
         "prefix": names["prefix"],
         "grace": plan.log.grace,
     }
-    return [sys.executable, "-m", "ds_helper.supervise", json.dumps(spec)]
+    return [sys.executable, "-c", _SUPERVISOR_START, json.dumps(spec)]
+
+
+# ``python -m`` would put the current directory first on sys.path, and a user's folder named ``ds_helper`` (or a
+# ``json.py`` next to their script) would then stand in for the supervisor's modules. ``-c`` puts '' there
+# instead, which the supervisor drops before importing anything but ``sys`` (``-P`` does the same, from 3.11).
+_SUPERVISOR_START = (
+    "import sys\n"
+    "if sys.path and sys.path[0] == '':\n"
+    "    del sys.path[0]\n"
+    "from ds_helper.supervise import main\n"
+    "sys.exit(main())\n"
+)
 
 
 def in_process_blocker(plan: Plan, launch: Launch) -> Optional[str]:
