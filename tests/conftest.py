@@ -19,6 +19,7 @@ pytest_plugins = ["slurm_fixture"]
 
 SCRIPTS = Path(__file__).parent / "scripts"
 DATA = Path(__file__).parent / "data"
+CONF = Path(__file__).resolve().parent.parent / "conf"
 DS_HELPER = shutil.which("ds-helper") or "ds-helper"
 MPICH = "mpiexec.mpich"
 OPENMPI = "mpirun.openmpi"

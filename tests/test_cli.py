@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import DS_HELPER, SCRIPTS, assert_user_error, clean_env, ds, json_lines
+import yaml
+from conftest import CONF, DS_HELPER, SCRIPTS, assert_user_error, clean_env, ds, json_lines
+from ds_helper.schema import key_help
 
 
 def test_standalone_launch_becomes_the_script_with_its_arguments() -> None:
@@ -86,10 +89,16 @@ def test_cfg_job_prints_the_composed_config() -> None:
     assert "name: mpich" in result.stdout and "script: show.py" in result.stdout and "X: '1'" in result.stdout
 
 
-def test_help_lists_groups_options_and_keys() -> None:
+def test_help_shows_every_key_and_every_group_option_with_its_description() -> None:
     out = ds("--help").stdout
-    for fragment in ("launcher:", "mpich", "openmpi", "slurm", "auto", "bind:", "master.addr", "dry_run", "env"):
-        assert fragment in out
+    lines = [line.strip() for line in out.splitlines()]
+    for key, text in key_help().items():
+        assert re.split(r"\s{2,}", next(line for line in lines if line.split()[:1] == [key]), maxsplit=1) == [key, text]
+    for group in ("launcher", "bind"):
+        for path in sorted((CONF / group).glob("*.yaml")):
+            description = yaml.safe_load(path.read_text())["description"]
+            assert description.strip(), path
+            assert f"{path.stem} {description}" in [" ".join(line.split(maxsplit=1)) for line in lines], path
 
 
 def test_running_creates_no_file_anywhere_it_could(tmp_path: Path) -> None:
