@@ -242,11 +242,11 @@ def become(plan: Plan, launch: Launch) -> NoReturn:
         program = find_program(program, launch.env.get("PATH"))
     say = should_log(plan, launch)
     bind.apply(launch.placement, say)
+    names = _open_logs(plan, launch)  # before the launch line: a refused log name is an error, not a start
     if say:
         for note in launch.notes:
             print(f"ds-helper: note: {note}", file=sys.stderr)
         print(f"ds-helper: {_rank_label(launch)} launcher={launch.launcher}: {_quote(launch.argv)}", file=sys.stderr)
-    names = _open_logs(plan, launch)
     # Only a rank a manager started dies with it; a standalone run outlives its shell as `python` would.
     if plan.die_with_manager and launch.managed and os.getppid() != 1:
         _die_with_manager()
