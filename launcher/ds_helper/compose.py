@@ -44,6 +44,7 @@ def hydra_context() -> Iterator[None]:
     else:  # a source checkout imported directly
         init = initialize_config_dir(source_dir, version_base="1.3", job_name="ds-helper")
     with init:
+        _register_site_launchers()
         yield
 
 
@@ -88,6 +89,43 @@ def _group_option(group: str, name: str) -> Dict[str, Any]:
 
 def group_options(group: str) -> List[str]:
     return list(GlobalHydra.instance().config_loader().get_group_options(group))
+
+
+LAUNCHER_PATH_VAR = "DS_HELPER_LAUNCHER_PATH"
+
+
+def _register_site_launchers() -> None:
+    """A site's own managers: ``NAME.yaml`` launcher files in the flat folders of ``$DS_HELPER_LAUNCHER_PATH``.
+
+    Each is read as plain data and validated like the shipped ones (a mistake is one error naming the file and
+    line), then registered in Hydra's ConfigStore under group ``launcher``, so ``launcher=NAME``, ``launcher=auto``
+    (by its priority), recipes and --help all see it. An earlier folder wins, as on PATH; a shipped name is
+    refused rather than shadowed, so ``launcher=slurm`` means the same everywhere.
+    """
+    store = ConfigStore.instance()
+    store.repo.pop("launcher", None)
+    shipped = set(group_options("launcher"))
+    registered: set[str] = set()
+    schema = OmegaConf.structured(LauncherSpec)
+    for folder in recipes.path_folders(LAUNCHER_PATH_VAR):
+        for path in recipes.folder_files(folder):
+            name = os.path.basename(path)[: -len(".yaml")]
+            if name in registered:
+                continue  # an earlier folder has it
+            if name in shipped:
+                raise LaunchError(f"{path}: launcher={name} ships with ds-helper; give the site's file another name")
+            data, lines, problems = recipes.load(path, recipes.read(path), kind="launcher file")
+            if problems:
+                raise LaunchError(str(problems[0]))
+            try:
+                spec = OmegaConf.to_object(OmegaConf.merge(schema, data))
+            except OmegaConfBaseException as exc:
+                line = _line_of(exc, lines)
+                raise LaunchError(f"{path}{f':{line}' if line else ''}: {explain(exc)}") from None
+            if not isinstance(spec, LauncherSpec) or spec.name != name:
+                raise LaunchError(f"{path}:{lines.get('name', 1)}: name is {data.get('name')!r}, expected {name!r}")
+            store.store(group="launcher", name=name, node=data)
+            registered.add(name)
 
 
 def _load_group(group: str, schema_class: type) -> Dict[str, Any]:
