@@ -1,7 +1,7 @@
 """Compose the YAML under ``conf/`` with the command line's overrides into a validated :class:`Config`.
 
 The only module that imports Hydra and OmegaConf. It uses Hydra's Compose API, never ``@hydra.main``: no output
-directory, no log files, no logging takeover, no ``chdir`` and no ``sys.argv`` parsing (hydra.md, section 2).
+directory, no log files, no logging takeover, no ``chdir`` and no ``sys.argv`` parsing.
 """
 
 from __future__ import annotations
@@ -158,7 +158,7 @@ def load_bind_options() -> Dict[str, BindSpec]:
 
 
 def _typed(cfg: DictConfig) -> Config:
-    """Re-validate a plain copy: ``+key=`` overrides slip past Hydra's schema check (hydra.md 4.3)."""
+    """Re-validate a plain copy: ``+key=`` overrides slip past Hydra's schema check."""
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     merged = OmegaConf.merge(OmegaConf.structured(Config), plain)
     config = OmegaConf.to_object(merged)
