@@ -103,3 +103,8 @@ def test_launcher_equals_a_site_name_runs_the_script(tmp_path: Path) -> None:
         result = ds(f"launcher={launcher}", "show.py", env=env)
         assert result.returncode == 0, result.stderr
         assert "ds-helper: rank 0 launcher=ours: " in result.stderr
+
+
+def test_provenance_names_the_site_file(site_path: str) -> None:
+    out = ds("--provenance", "launcher=horovod", "show.py", env=clean_env(DS_HELPER_LAUNCHER_PATH=site_path)).stdout
+    assert f'launcher.name: "horovod"  # launcher option horovod ({SITE / "launcher" / "horovod.yaml"})' in out

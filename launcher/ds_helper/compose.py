@@ -92,6 +92,8 @@ def group_options(group: str) -> List[str]:
 
 
 LAUNCHER_PATH_VAR = "DS_HELPER_LAUNCHER_PATH"
+_site_launchers: Dict[str, str] = {}
+"""The launcher options registered from $DS_HELPER_LAUNCHER_PATH, by name: their files (for --provenance)."""
 
 
 def _register_site_launchers() -> None:
@@ -104,13 +106,13 @@ def _register_site_launchers() -> None:
     """
     store = ConfigStore.instance()
     store.repo.pop("launcher", None)
+    _site_launchers.clear()
     shipped = set(group_options("launcher"))
-    registered: set[str] = set()
     schema = OmegaConf.structured(LauncherSpec)
     for folder in recipes.path_folders(LAUNCHER_PATH_VAR):
         for path in recipes.folder_files(folder):
             name = os.path.basename(path)[: -len(".yaml")]
-            if name in registered:
+            if name in _site_launchers:
                 continue  # an earlier folder has it
             if name in shipped:
                 raise LaunchError(f"{path}: launcher={name} ships with ds-helper; give the site's file another name")
@@ -125,7 +127,7 @@ def _register_site_launchers() -> None:
             if not isinstance(spec, LauncherSpec) or spec.name != name:
                 raise LaunchError(f"{path}:{lines.get('name', 1)}: name is {data.get('name')!r}, expected {name!r}")
             store.store(group="launcher", name=name, node=data)
-            registered.add(name)
+            _site_launchers[name] = path
 
 
 def _load_group(group: str, schema_class: type) -> Dict[str, Any]:
@@ -354,12 +356,16 @@ def provenance(overrides: List[str], script: Optional[str], env: Dict[str, Optio
         if source == "group":
             group = key.split(".", 1)[0]
             source = (
-                f"{group} option {chosen[group]} (conf/{group}/{chosen[group]}.yaml)"
+                f"{group} option {chosen[group]} ({_option_file(group, chosen[group])})"
                 if group in GROUPS
                 else "config.yaml"
             )
         lines.append(f"{key}: {json.dumps(value)}  # {source}")
     return lines
+
+
+def _option_file(group: str, name: str) -> str:
+    return _site_launchers[name] if group == "launcher" and name in _site_launchers else f"conf/{group}/{name}.yaml"
 
 
 def _choice_source(group: str, overrides: List[str], loaded: List[recipes.Loaded]) -> str:
