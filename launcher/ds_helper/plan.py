@@ -19,7 +19,7 @@ from ds_helper.checks import check_log, check_plan
 from ds_helper.errors import LaunchError
 from ds_helper.schema import BindSpec, Config, ExportSpec, HostSource, LauncherSpec, LogSpec, MasterSpec
 
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2
 """Bumped whenever a field changes meaning; a plan of another format is refused, never half-read."""
 
 
@@ -47,8 +47,6 @@ class Plan:
     dry_run: bool = False
     die_with_manager: bool = True
     run_mode: str = "exec"
-    in_process_blocker: Optional[str] = None
-    """With run_mode=inprocess: why this plan needs a fresh interpreter after all (None: it does not)."""
 
 
 def _is_str_list(value: Any) -> bool:
@@ -256,20 +254,6 @@ def _command(config: Config) -> List[str]:
     return [python, *flags, config.script]
 
 
-def in_process_blocker(config: Config) -> Optional[str]:
-    """Why a script cannot run inside ds-helper's own interpreter, or None when it can (docs/design.md)."""
-    if config.no_python:
-        return "no_python=true runs a program, not a Python script"
-    if config.python and os.path.realpath(config.python) != os.path.realpath(sys.executable):
-        return f"python={config.python} is not the interpreter running ds-helper"
-    if config.log.tee:
-        return "log.tee=true needs a supervising process"
-    starting = sorted(name for name in config.env if name.startswith("PYTHON"))
-    if starting:
-        return f"env sets {', '.join(starting)}, which act only when an interpreter starts"
-    return None
-
-
 def python_target(argv: List[str]) -> Tuple[bool, str, bool]:
     """(module?, script or module name, unbuffered?) of a command built by ``_command`` for Python."""
     rest = argv[1:]
@@ -316,7 +300,6 @@ def make_plan(config: Config, candidates: List[LauncherSpec]) -> Plan:
         dry_run=config.dry_run,
         die_with_manager=config.die_with_manager,
         run_mode=config.run_mode,
-        in_process_blocker=in_process_blocker(config) if config.run_mode == "inprocess" else None,
     )
     check_plan(plan)
     return plan
