@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import fields, is_dataclass
-from typing import List, Optional
 
-from ds_helper.argv import Request, parse_argv
+from ds_helper.argv import parse_argv
 from ds_helper.errors import LaunchError
-from ds_helper.schema import Config, LauncherSpec
+
+TYPE_CHECKING = False  # the --plan path imports neither typing nor the schema's dataclasses
+if TYPE_CHECKING:
+    from typing import List, Optional
+
+    from ds_helper.argv import Request
+    from ds_helper.schema import Config, LauncherSpec
 
 USAGE = "usage: ds-helper [FLAG ...] [OVERRIDE ...] [SCRIPT [ARG ...]] [-- ARG ...]"
 FLAGS = (
@@ -44,6 +48,10 @@ def check_override_keys(overrides: List[str]) -> None:
     The key is walked through the schema's dataclasses as far as they go (``bind.corse`` is caught, while
     ``launcher.rank`` or a dict such as ``env`` is left to Hydra's own validation).
     """
+    from dataclasses import fields, is_dataclass
+
+    from ds_helper.schema import Config
+
     for override in overrides:
         key = override.lstrip("+~").partition("=")[0].split("@", 1)[0]
         if key == "recipe":  # a group of its own, resolved by compose (launcher/recipe.py)
@@ -65,6 +73,8 @@ def check_override_keys(overrides: List[str]) -> None:
 
 def _key_help(node: object, prefix: str = "") -> dict[str, str]:
     """Every settable key with its one-line help; nested sections (master, log, ...) one key a line."""
+    from dataclasses import is_dataclass
+
     from ds_helper.schema import field_help
 
     lines: dict[str, str] = {}
@@ -97,6 +107,8 @@ def print_help() -> None:
 
     print(f"  recipe: {', '.join(sorted(available())) or 'none'} (recipe=NAME; ds-helper --list-recipes)")
     print("\nkeys (set with KEY=VALUE; env.NAME=VALUE sets a variable verbatim, ~env.NAME unsets one):")
+    from ds_helper.schema import Config
+
     for name, text in _key_help(Config()).items():
         print(f"  {name:<22} {text}")
     print("\nexample: mpiexec -n 4 ds-helper launcher=mpich script=train.py bind.cores=0-31 -- --lr 3e-4")

@@ -7,67 +7,96 @@ machine. Standard library only: this runs on every rank.
 
 from __future__ import annotations
 
-import re
-import zlib
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Tuple
-
 from ds_helper import hostlist
-from ds_helper.bind.cpuset import format_cpus
 from ds_helper.errors import LaunchError
-from ds_helper.plan import Plan
-from ds_helper.schema import RANK_FIELDS, HostSource, LauncherSpec, MasterSpec
+from ds_helper.plan import RANK_FIELDS
 
-if TYPE_CHECKING:  # binding's modules are loaded only when binding is asked for (or shown by a dry run)
+TYPE_CHECKING = False  # typing is not imported on a rank: the names below exist for mypy only
+if TYPE_CHECKING:
+    from typing import Callable, Dict, List, Mapping, Optional, Tuple
+
+    # binding's modules are loaded only when binding is asked for (or shown by a dry run)
     from ds_helper.bind.placement import Placement
     from ds_helper.bind.topology import Topology
+    from ds_helper.plan import HostSource, LauncherSpec, MasterSpec, Plan
 
-Env = Mapping[str, str]
-ReadFile = Callable[[str], str]
-Machine = Tuple["Topology", Tuple[int, ...]]
-"""The node's CPU/NUMA topology and the CPUs this process may use."""
-ReadMachine = Callable[[], Machine]
+    Env = Mapping[str, str]
+    ReadFile = Callable[[str], str]
+    Machine = Tuple[Topology, Tuple[int, ...]]
+    """The node's CPU/NUMA topology and the CPUs this process may use."""
+    ReadMachine = Callable[[], Machine]
 
-_INDEXED = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\[([A-Za-z_][A-Za-z0-9_]*)\]$")
 _MANAGER_PREFIXES = {"PMI", "PMIX", "MPI", "OMPI", "SLURM", "PALS", "FLUX", "JSM", "MV2", "I"}
 _MAX_INT = 1 << 31  # far above any real rank count; keeps absurd values out of ports and core maths
 
 
-@dataclass
-class Change:
+class _Value:
+    """Equality and repr by the fields in ``__slots__`` (what a dataclass gave, without importing dataclasses)."""
+
+    __slots__: Tuple[str, ...] = ()
+
+    def _fields(self) -> Tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._fields() == other._fields()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}{self._fields()!r}"
+
+
+class Change(_Value):
     """One variable the script's environment gets that differs from ds-helper's own, and why."""
 
-    name: str
-    value: Optional[str]  # None: unset
-    why: str
+    __slots__ = ("name", "value", "why")
+
+    def __init__(self, name: str, value: Optional[str], why: str) -> None:
+        self.name = name
+        self.value = value  # None: unset
+        self.why = why
 
 
-@dataclass
-class Ranks:
+class Ranks(_Value):
     """The five numbers of one rank, each with the source it came from (None where the manager is silent)."""
 
-    values: Dict[str, Optional[int]]
-    sources: Dict[str, str]
+    __slots__ = ("values", "sources")
+
+    def __init__(self, values: Dict[str, Optional[int]], sources: Dict[str, str]) -> None:
+        self.values = values
+        self.sources = sources
 
     def __getitem__(self, name: str) -> Optional[int]:
         return self.values[name]
 
 
-@dataclass
-class Launch:
+class Launch(_Value):
     """Everything the runner needs to become the script, and what the dry run shows."""
 
-    launcher: str
-    why: str
-    ranks: Ranks
-    argv: List[str]
-    env: Dict[str, str]
-    changes: List[Change]
-    notes: List[str] = field(default_factory=list)
-    placement: Optional[Placement] = None
-    """CPU affinity and memory policy to apply before the exec (None: leave the process as it is)."""
-    layout_table: str = ""
-    """For the dry run: where every local rank of this node goes."""
+    __slots__ = ("launcher", "why", "ranks", "argv", "env", "changes", "notes", "placement", "layout_table")
+
+    def __init__(
+        self,
+        launcher: str,
+        why: str,
+        ranks: Ranks,
+        argv: List[str],
+        env: Dict[str, str],
+        changes: List[Change],
+        notes: Optional[List[str]] = None,
+        placement: Optional[Placement] = None,
+        layout_table: str = "",
+    ) -> None:
+        self.launcher = launcher
+        self.why = why
+        self.ranks = ranks
+        self.argv = argv
+        self.env = env
+        self.changes = changes
+        self.notes = [] if notes is None else notes
+        self.placement = placement
+        """CPU affinity and memory policy to apply before the exec (None: leave the process as it is)."""
+        self.layout_table = layout_table
+        """For the dry run: where every local rank of this node goes."""
 
 
 def read_machine() -> Machine:
@@ -127,14 +156,27 @@ def _parse_count(name: str, text: str) -> int:
     return int(value)
 
 
+def _indexed(source: str) -> Optional[Tuple[str, str]]:
+    """``LIST[INDEX]`` -> (LIST, INDEX), both variable names; None for a plain variable name."""
+    list_name, bracket, rest = source.partition("[")
+    index_name = rest[:-1]
+    if bracket and rest.endswith("]") and _is_name(list_name) and _is_name(index_name):
+        return list_name, index_name
+    return None
+
+
+def _is_name(text: str) -> bool:
+    return text.isascii() and text.isidentifier()
+
+
 def _read_source(source: str, env: Env) -> Optional[Tuple[int, str]]:
     """The value of one source, or None when it is absent; ``(value, description)``."""
-    indexed = _INDEXED.match(source)
+    indexed = _indexed(source)
     if indexed is None:
         if source not in env:
             return None
         return _parse_count(source, env[source]), f"{source}={env[source]}"
-    list_name, index_name = indexed.groups()
+    list_name, index_name = indexed
     if list_name not in env or index_name not in env:
         return None
     index = _parse_count(index_name, env[index_name])
@@ -238,9 +280,15 @@ def master_port(spec: LauncherSpec, master: MasterSpec, env: Env) -> Tuple[Optio
         job = env.get(name)
         if job:
             # Same job, same port on every rank; different jobs sharing a node rarely collide.
-            number = int(job) if job.isdigit() and len(job) < 19 else zlib.crc32(job.encode())
+            number = int(job) if job.isdigit() and job.isascii() and len(job) < 19 else _checksum(job)
             return master.port_base + number % max(master.port_span, 1), f"from {name}={job}"
     return master.default_port, "master.default_port"
+
+
+def _checksum(text: str) -> int:
+    import zlib  # only for a job id that is not a number
+
+    return zlib.crc32(text.encode())
 
 
 # --- binding ------------------------------------------------------------------------------------------------
@@ -251,6 +299,8 @@ def binding_requested(plan: Plan) -> bool:
 
 
 def _pinned_note(topology: Topology, usable: Tuple[int, ...]) -> Optional[str]:
+    from ds_helper.bind.cpuset import format_cpus
+
     if set(usable) == set(topology.cpus):
         return None
     return (
@@ -268,10 +318,12 @@ def place_rank(plan: Plan, spec: LauncherSpec, ranks: Ranks, env: Env, machine: 
             f"binding needs the number of ranks on this node, and launcher={spec.name} does not give it; use bind=none"
         )
     from ds_helper.bind.placement import layout
+    from ds_helper.schema import BindSpec  # binding reads the schema's class; the plan holds the same fields
 
     topology, usable = machine
     try:
-        return layout(plan.bind, local_world_size=local_size, topology=topology, usable=usable, env=env)
+        bind = BindSpec(**plan.bind.to_data())
+        return layout(bind, local_world_size=local_size, topology=topology, usable=usable, env=env)
     except LaunchError as exc:
         pinned = _pinned_note(topology, usable)
         raise LaunchError(f"{exc}" + (f"; note: {pinned}" if pinned else "")) from None
