@@ -171,17 +171,17 @@ def test_importtime_of_a_plan_run_has_no_hydra_line(saved_plan: Path) -> None:
 
 LAUNCHER = Path(__file__).resolve().parent.parent / "launcher"
 # The modules a rank adds to a bare interpreter on the way to exec, beyond what ``site`` imports anyway: ds-helper's
-# rank-path modules, the C JSON scanner, and ctypes (die_with_manager's prctl). No typing, dataclasses, re, enum,
-# json package, argparse, difflib, runpy.
+# rank-path modules, the C JSON scanner and ctypes' C core (die_with_manager's prctl). No typing, dataclasses, re,
+# enum, json package, ctypes package, argparse, difflib, runpy.
 RANK_PATH = {
     "ds_helper", "ds_helper.errors", "ds_helper.argv", "ds_helper.cli", "ds_helper.plan", "ds_helper.hostlist",
     "ds_helper.resolve", "ds_helper.run",
-    "__future__", "_json", "ctypes", "_ctypes", "ctypes._endian", "struct", "_struct", "types",
+    "__future__", "_json", "_ctypes",
 }
 # With binding asked for, binding's modules too (and what they import today: Python 3.11's names).
 BINDING = RANK_PATH | {
     "ds_helper.bind", "ds_helper.bind.cpuset", "ds_helper.bind.placement", "ds_helper.bind.topology",
-    "ds_helper.schema", "dataclasses", "inspect", "ast", "_ast", "dis", "opcode", "_opcode", "token", "tokenize",
+    "ds_helper.schema", "ctypes", "ctypes._endian", "struct", "_struct", "types", "dataclasses", "inspect", "ast", "_ast", "dis", "opcode", "_opcode", "token", "tokenize",
     "linecache", "copy", "re", "re._casefix", "re._compiler", "re._constants", "re._parser", "_sre", "copyreg",
     "enum", "typing", "typing.io", "typing.re", "_typing", "collections", "collections.abc", "_collections",
     "functools", "_functools", "operator", "_operator", "itertools", "keyword", "reprlib", "contextlib",

@@ -22,7 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ds_helper import recipe as recipes
 from ds_helper.errors import LaunchError
-from ds_helper.schema import Config, LauncherSpec
+from ds_helper.schema import Config, HostSource, LauncherSpec
 
 SCHEMA_NAME = "ds_helper_schema"
 GROUPS = recipes.GROUPS  # the config groups a recipe (and --provenance) may choose options of
@@ -91,23 +91,35 @@ def group_options(group: str) -> List[str]:
 
 
 def load_launchers() -> List[LauncherSpec]:
-    """Every launcher option, validated against the schema, in the order launcher=auto tries them."""
+    """Every launcher option, validated against the schema, in the order launcher=auto tries them.
+
+    Validated as a rank validates its plan (``ds_helper.plan``'s records, held equal to the schema by
+    tests/test_plan.py), not by an OmegaConf merge per option: that merge and ``to_object`` were a third of a
+    launcher=auto composition (bench/README.md). The chosen launcher itself is composed and validated by Hydra.
+    """
     specs = []
-    # One structured schema node for every option: OmegaConf.merge copies its inputs and never changes them, so
-    # sharing it gives the same validated objects; building it per option was a third of launcher=auto's
-    # composition time (about 15 of 45 ms for 12 options, measured).
-    schema = OmegaConf.structured(LauncherSpec)
     for name in group_options("launcher"):
-        data = _group_option("launcher", name)
-        try:
-            spec = OmegaConf.to_object(OmegaConf.merge(schema, data))
-        except OmegaConfBaseException as exc:
-            raise LaunchError(f"launcher/{name}.yaml: {explain(exc)}") from None
-        assert isinstance(spec, LauncherSpec)
+        where = f"launcher/{name}.yaml"
+        spec = _launcher_spec(_group_option("launcher", name), where)
         if spec.name != name:
-            raise LaunchError(f"launcher/{name}.yaml: name is {spec.name!r}, expected {name!r}")
+            raise LaunchError(f"{where}: name is {spec.name!r}, expected {name!r}")
         specs.append(spec)
     return specs
+
+
+def _launcher_spec(data: Dict[str, Any], where: str) -> LauncherSpec:
+    """A launcher option's data as the schema's class: unknown keys, missing or mistyped values refused by name."""
+    from dataclasses import asdict
+
+    from ds_helper import plan
+
+    try:
+        hosts = [HostSource(**host) if isinstance(host, dict) else host for host in data.get("hosts", [])]
+        spec = LauncherSpec(**{**data, "hosts": hosts})
+    except TypeError as exc:  # an unknown or missing key: the dataclass names it
+        raise LaunchError(f"{where}: {str(exc).replace('__init__() ', '')}") from None
+    plan.LauncherSpec.from_data(asdict(spec), where.removesuffix(".yaml"))  # every value's type
+    return spec
 
 
 def _typed(cfg: DictConfig) -> Config:

@@ -15,7 +15,9 @@ from ds_helper.errors import LaunchError
 # here imports typing, dataclasses or re at run time: this module is on every rank's start-up path.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Callable
+
+    Reader = Callable[[Any, str], Any]
 
     from ds_helper.schema import BindSpec as SchemaBindSpec
     from ds_helper.schema import Config
@@ -38,35 +40,66 @@ def _type_name(kind: Any) -> str:
     return "any value" if kind is object else kind.__name__ if isinstance(kind, type) else str(kind)
 
 
-def _convert(kind: Any, value: Any, where: str) -> Any:
-    """``value`` read from JSON as a value of type ``kind`` (a record is rebuilt), or one LaunchError naming it."""
-    if isinstance(kind, type) and issubclass(kind, Record):
-        return value if isinstance(value, kind) else kind.from_data(value, where)
-    if type(kind) is _UNION:  # X | None, the only union a field may have
-        return None if value is None else _convert(kind.__args__[0], value, where)
-    if type(kind) is _GENERIC:  # list[X] or dict[str, X]
-        if kind.__origin__ is list and isinstance(value, list):
-            return [_convert(kind.__args__[0], item, f"{where}[{index}]") for index, item in enumerate(value)]
-        if kind.__origin__ is dict and isinstance(value, dict):
-            return {key: _convert(kind.__args__[1], item, f"{where}.{key}") for key, item in value.items()}
-    elif kind is object or (kind is float and isinstance(value, int)) or isinstance(value, kind):
-        if not (isinstance(value, bool) and kind in (int, float)):  # JSON's true is not a number
-            return value
+def _refuse(kind: Any, value: Any, where: str) -> Any:
     raise LaunchError(f"{where}: {value!r} is not of type {_type_name(kind)}")
 
 
-def _check_field_type(kind: Any, where: str) -> None:
-    """Refuse, when the class is defined, a field type ``_convert`` cannot check (so no field goes unchecked)."""
-    if type(kind) is _UNION:
-        if len(kind.__args__) != 2 or kind.__args__[1] is not type(None):
-            raise TypeError(f"{where}: {kind}: only X | None unions are supported")
-        _check_field_type(kind.__args__[0], where)
-    elif type(kind) is _GENERIC and kind.__origin__ in (list, dict):
-        if kind.__origin__ is dict and kind.__args__[0] is not str:
-            raise TypeError(f"{where}: {kind}: JSON object keys are strings")
-        _check_field_type(kind.__args__[-1], where)
-    elif kind not in (str, int, float, bool, object) and not (isinstance(kind, type) and issubclass(kind, Record)):
-        raise TypeError(f"{where}: field type {kind!r} is not supported in a plan")
+# What a JSON value of each scalar field type looks like (JSON's true is not a number; an int is a float).
+_SCALARS: "dict[Any, Callable[[Any], bool]]" = {
+    str: lambda value: isinstance(value, str),
+    bool: lambda value: isinstance(value, bool),
+    int: lambda value: isinstance(value, int) and not isinstance(value, bool),
+    float: lambda value: isinstance(value, (int, float)) and not isinstance(value, bool),
+    object: lambda value: True,
+}
+
+
+def _reader(kind: Any, field: str) -> "Reader":
+    """A function reading a JSON value as type ``kind`` (a record is rebuilt), or refusing it by name.
+
+    Built once per field when its class is defined, so a type the loader cannot check fails there, not on a rank.
+    """
+    if isinstance(kind, type) and issubclass(kind, Record):
+        return lambda value, where: value if isinstance(value, kind) else kind.from_data(value, where)
+    if kind in _SCALARS:
+        valid = _SCALARS[kind]
+        return lambda value, where: value if valid(value) else _refuse(kind, value, where)
+    if type(kind) is _UNION and len(kind.__args__) == 2 and kind.__args__[1] is type(None):
+        inner = _reader(kind.__args__[0], field)
+        return lambda value, where: None if value is None else inner(value, where)
+    if type(kind) is _GENERIC and kind.__origin__ is list:
+        return _list_reader(kind, _reader(kind.__args__[0], field), _SCALARS.get(kind.__args__[0]))
+    if type(kind) is _GENERIC and kind.__origin__ is dict and kind.__args__[0] is str:
+        return _dict_reader(kind, _reader(kind.__args__[1], field), _SCALARS.get(kind.__args__[1]))
+    raise TypeError(
+        f"{field}: field type {kind!r} is not supported in a plan (str, int, float, bool, Any, "
+        "a record, X | None, list[X], dict[str, X])"
+    )
+
+
+# A list or dict of scalars is checked in one pass; item by item (naming the bad one) only when that fails.
+
+
+def _list_reader(kind: Any, item: "Reader", valid: "Callable[[Any], bool] | None") -> "Reader":
+    def read(value: Any, where: str) -> Any:
+        if not isinstance(value, list):
+            _refuse(kind, value, where)
+        if valid is not None and all(map(valid, value)):
+            return value
+        return [item(entry, f"{where}[{index}]") for index, entry in enumerate(value)]
+
+    return read
+
+
+def _dict_reader(kind: Any, item: "Reader", valid: "Callable[[Any], bool] | None") -> "Reader":
+    def read(value: Any, where: str) -> Any:
+        if not isinstance(value, dict):
+            _refuse(kind, value, where)
+        if valid is not None and all(map(valid, value.values())):
+            return value
+        return {key: item(entry, f"{where}.{key}") for key, entry in value.items()}
+
+    return read
 
 
 class Record:
@@ -78,11 +111,11 @@ class Record:
 
     FIELDS: "dict[str, Any]" = {}
     """Field name -> type, from the class's own annotations (filled in for each subclass)."""
+    _READERS: "dict[str, Reader]" = {}
 
     def __init_subclass__(cls) -> None:
         cls.FIELDS = dict(cls.__annotations__)
-        for name, kind in cls.FIELDS.items():
-            _check_field_type(kind, f"{cls.__name__}.{name}")
+        cls._READERS = {name: _reader(kind, f"{cls.__name__}.{name}") for name, kind in cls.FIELDS.items()}
 
     def __init__(self, **values: Any) -> None:
         self._fill(values, type(self).__name__)
@@ -103,8 +136,8 @@ class Record:
         missing = [name for name in self.FIELDS if name not in data]
         if missing:
             raise LaunchError(f"{where}: missing field(s) {', '.join(missing)}")
-        for name, kind in self.FIELDS.items():
-            setattr(self, name, _convert(kind, data[name], f"{where}.{name}"))
+        for name, read in self._READERS.items():
+            setattr(self, name, read(data[name], f"{where}.{name}"))
 
     def to_data(self) -> "dict[str, Any]":
         """The record as JSON-ready data (nested records as objects)."""

@@ -104,6 +104,31 @@ def apply_placement(launch: Launch, say: bool) -> None:
 PR_SET_PDEATHSIG = 1
 
 
+def _libc_call(name: str, *args: int) -> int:
+    """``ctypes.CDLL(None).NAME(*args)``: a C library function already in this process, int arguments.
+
+    Done with ctypes' C core, which is what ``ctypes.CDLL`` itself builds on: ``import ctypes`` first defines
+    its whole type zoo and imports struct and types, ~2 ms of every rank's start-up for this one call.
+    Should that core ever change shape, ctypes itself does the call.
+    """
+    try:
+        import _ctypes
+
+        class Function(_ctypes.CFuncPtr):
+            _flags_ = _ctypes.FUNCFLAG_CDECL  # int arguments and an int result, as ctypes' default
+
+        class Process:  # what ctypes.CDLL(None) holds: the program and the libraries it has loaded
+            _handle = _ctypes.dlopen(None, _ctypes.RTLD_LOCAL)  # type: ignore[arg-type]  # None: the program
+
+        function = Function((name, Process))  # type: ignore[arg-type]  # any object with a _handle
+    except (ImportError, AttributeError, TypeError):
+        import ctypes
+
+        function = getattr(ctypes.CDLL(None), name)
+    result: int = function(*args)
+    return result
+
+
 def _die_with_manager() -> None:
     """SIGKILL for the script when the manager's process that started this rank dies, even by SIGKILL.
 
@@ -112,10 +137,8 @@ def _die_with_manager() -> None:
     forked us exits; the managers tested (MPICH's proxy, Open MPI's mpirun, slurmstepd) fork ranks from
     threads that live as long as the job. ``die_with_manager=false`` turns it off.
     """
-    import ctypes  # ~2 ms; ctypes.util is not needed: the C library is already in the process
-
     parent = os.getppid()
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
+    _libc_call("prctl", PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # the manager died before the setting took effect
         raise SystemExit(128 + SIGKILL)
 
