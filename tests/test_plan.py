@@ -263,6 +263,21 @@ def test_the_plan_records_have_the_schemas_fields_and_types() -> None:
     assert {name: shape(Plan.FIELDS[name]) for name in shared} == {name: shape(config[name]) for name in shared}
 
 
+def test_launcher_options_read_for_auto_are_what_hydra_reads() -> None:
+    """launcher=auto parses its candidates' YAML itself (compose._group_option): the same data as Hydra's source."""
+    from ds_helper.compose import _group_option, group_options, hydra_context
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    with hydra_context():
+        names = group_options("launcher")
+        (source,) = [s for s in GlobalHydra.instance().config_loader().get_sources() if s.is_config("launcher/mpich")]
+        for name in names:
+            hydra_data = OmegaConf.to_container(source.load_config(f"launcher/{name}").config, resolve=False)
+            assert _group_option("launcher", name) == hydra_data, name
+    assert len(names) >= 10
+
+
 def test_a_record_field_of_a_type_the_loader_cannot_check_fails_when_the_class_is_defined() -> None:
     from ds_helper.plan import Record
 

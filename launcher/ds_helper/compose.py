@@ -13,6 +13,7 @@ import re
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Optional
 
+import yaml
 from hydra import compose, initialize_config_dir, initialize_config_module
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
@@ -78,12 +79,36 @@ def _group_option(group: str, name: str) -> Dict[str, Any]:
     path = f"{group}/{name}"
     for source in GlobalHydra.instance().config_loader().get_sources():
         if source.is_config(path):
-            result = source.load_config(path)
-            data: Dict[str, Any] = OmegaConf.to_container(result.config, resolve=False)  # type: ignore[assignment]
+            data = _plain_yaml(source, f"{path}.yaml")
+            if not isinstance(data, dict):
+                raise LaunchError(f"{path}.yaml: expected a mapping of keys to values")
             if "defaults" in data:
                 raise LaunchError(f"{path}: a launcher option is a flat file; it cannot have a defaults list")
             return data
     raise LaunchError(f"{path}: not found")
+
+
+def _plain_yaml(source: Any, file: str) -> Any:
+    """A config file of a source as plain data.
+
+    A file or package source is read and parsed here, by PyYAML's C parser where it is built in: the source's
+    ``load_config`` would parse with a pure-Python loader and build an OmegaConf node only to be turned back
+    into plain data, most of launcher=auto's cost for its 12 options (bench/README.md). Every shipped option
+    reads the same both ways (tests/test_plan.py).
+    """
+    if source.scheme() == "pkg":
+        from importlib.resources import files
+
+        text = files(source.path).joinpath(file).read_text(encoding="utf-8")
+    elif source.scheme() == "file":
+        with open(os.path.join(source.path, file), encoding="utf-8") as handle:
+            text = handle.read()
+    else:
+        return OmegaConf.to_container(source.load_config(file.removesuffix(".yaml")).config, resolve=False)
+    try:
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        raise LaunchError(f"{file}: {explain(exc)}") from None
 
 
 def group_options(group: str) -> List[str]:
@@ -127,6 +152,19 @@ def _typed(cfg: DictConfig) -> Config:
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     merged = OmegaConf.merge(OmegaConf.structured(Config), plain)
     config = OmegaConf.to_object(merged)
+    assert isinstance(config, Config)
+    return config
+
+
+def _adds_keys(overrides: List[str]) -> bool:
+    """``+key=``/``++key=``: the only way a key the schema lacks gets into a composition (Hydra merges YAML into
+    the structured schema, which refuses unknown keys), so the only case that needs ``_typed``'s second pass."""
+    return any(override.startswith("+") for override in overrides)
+
+
+def _object(cfg: DictConfig) -> Config:
+    """The composed config as the schema's dataclasses (already validated by Hydra's structured merge)."""
+    config = OmegaConf.to_object(cfg)
     assert isinstance(config, Config)
     return config
 
@@ -176,7 +214,7 @@ def compose_config(overrides: List[str]) -> tuple[Config, List[LauncherSpec]]:
         try:
             overrides, loaded = _recipe_override(overrides)
             cfg = _compose_recipe_errors(overrides)
-            config = _typed(cfg)
+            config = _typed(cfg) if _adds_keys(overrides) else _object(cfg)
             candidates = load_launchers() if config.launcher.name == "auto" else []
         except (HydraException, OmegaConfBaseException) as exc:
             raise LaunchError(_recipe_error(exc, loaded)) from exc
