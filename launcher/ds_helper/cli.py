@@ -71,26 +71,9 @@ def check_override_keys(overrides: List[str]) -> None:
             node = getattr(node, part)
 
 
-def _key_help(node: object, prefix: str = "") -> dict[str, str]:
-    """Every settable key with its one-line help; nested sections (master, log, ...) one key a line."""
-    from dataclasses import is_dataclass
-
-    from ds_helper.schema import field_help
-
-    lines: dict[str, str] = {}
-    for name, text in field_help(type(node)).items():
-        value = getattr(node, name)
-        if name == "launcher":
-            lines[name] = "the process manager: a group, choose with launcher=NAME (options above)"
-        elif is_dataclass(value):
-            lines.update(_key_help(value, f"{prefix}{name}."))
-        else:
-            lines[prefix + name] = text
-    return lines
-
-
 def print_help() -> None:
-    from ds_helper.compose import group_options, hydra_context, load_launchers
+    from ds_helper.compose import hydra_context, load_bind_options, load_launchers
+    from ds_helper.schema import key_help
 
     print(USAGE)
     print("\nBecome SCRIPT on this rank, with RANK, LOCAL_RANK, WORLD_SIZE, ... mapped from the process manager.")
@@ -102,15 +85,17 @@ def print_help() -> None:
         print("  launcher:")
         for spec in load_launchers():
             print(f"    {spec.name:<12} {spec.description}")
-        print(f"  bind: {', '.join(group_options('bind'))}")
+        print("  bind:")
+        for name, option in load_bind_options().items():
+            print(f"    {name:<12} {option.description}")
     from ds_helper.recipe import available
 
     print(f"  recipe: {', '.join(sorted(available())) or 'none'} (recipe=NAME; ds-helper --list-recipes)")
     print("\nkeys (set with KEY=VALUE; env.NAME=VALUE sets a variable verbatim, ~env.NAME unsets one):")
-    from ds_helper.schema import Config
-
-    for name, text in _key_help(Config()).items():
-        print(f"  {name:<22} {text}")
+    keys = key_help()
+    width = max(len(name) for name in keys)
+    for name, text in keys.items():
+        print(f"  {name:<{width}}  {text}")
     print("\nexample: mpiexec -n 4 ds-helper launcher=mpich script=train.py bind.cores=0-31 -- --lr 3e-4")
 
 

@@ -23,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ds_helper import recipe as recipes
 from ds_helper.errors import LaunchError
-from ds_helper.schema import Config, HostSource, LauncherSpec
+from ds_helper.schema import BindSpec, Config, HostSource, LauncherSpec
 
 SCHEMA_NAME = "ds_helper_schema"
 GROUPS = recipes.GROUPS  # the config groups a recipe (and --provenance) may choose options of
@@ -83,7 +83,7 @@ def _group_option(group: str, name: str) -> Dict[str, Any]:
             if not isinstance(data, dict):
                 raise LaunchError(f"{path}.yaml: expected a mapping of keys to values")
             if "defaults" in data:
-                raise LaunchError(f"{path}: a launcher option is a flat file; it cannot have a defaults list")
+                raise LaunchError(f"{path}: a {group} option is a flat file; it cannot have a defaults list")
             return data
     raise LaunchError(f"{path}: not found")
 
@@ -113,6 +113,23 @@ def _plain_yaml(source: Any, file: str) -> Any:
 
 def group_options(group: str) -> List[str]:
     return list(GlobalHydra.instance().config_loader().get_group_options(group))
+
+
+def _load_group(group: str, schema_class: type) -> Dict[str, Any]:
+    """Every option of a group, each validated against the group's schema, by name (in Hydra's order).
+
+    For --help's bind options; launcher=auto's candidates, read on every composing rank, have a faster path.
+    """
+    # One structured schema node for every option: OmegaConf.merge copies its inputs and never changes them, so
+    # sharing it gives the same validated objects at a fraction of the cost of building it per option.
+    schema = OmegaConf.structured(schema_class)
+    options: Dict[str, Any] = {}
+    for name in group_options(group):
+        try:
+            options[name] = OmegaConf.to_object(OmegaConf.merge(schema, _group_option(group, name)))
+        except OmegaConfBaseException as exc:
+            raise LaunchError(f"{group}/{name}.yaml: {explain(exc)}") from None
+    return options
 
 
 def load_launchers() -> List[LauncherSpec]:
@@ -145,6 +162,11 @@ def _launcher_spec(data: Dict[str, Any], where: str) -> LauncherSpec:
         raise LaunchError(f"{where}: {str(exc).replace('__init__() ', '')}") from None
     plan.LauncherSpec.from_data(asdict(spec), where.removesuffix(".yaml"))  # every value's type
     return spec
+
+
+def load_bind_options() -> Dict[str, BindSpec]:
+    """Every bind option (its description is what --help shows), validated against the schema."""
+    return _load_group("bind", BindSpec)
 
 
 def _typed(cfg: DictConfig) -> Config:

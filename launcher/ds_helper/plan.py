@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
     Reader = Callable[[Any, str], Any]
 
-    from ds_helper.schema import BindSpec as SchemaBindSpec
     from ds_helper.schema import Config
     from ds_helper.schema import LauncherSpec as SchemaLauncherSpec
     from ds_helper.schema import LogSpec as SchemaLogSpec
@@ -216,6 +215,7 @@ class LogSpec(Record):
 
 
 class BindSpec(Record):
+    description: str
     policy: str
     cores: Any
     physical: bool
@@ -372,19 +372,6 @@ def _command(config: "Config") -> list[str]:
     return [python, *flags, config.script]
 
 
-def _bind(spec: "SchemaBindSpec") -> "SchemaBindSpec":
-    """The bind settings as every rank will read them: 'auto' decided, the core list checked and canonical."""
-    from dataclasses import replace
-
-    from ds_helper.bind.cpuset import format_cpus, parse_cpus
-
-    cores = None if spec.cores is None else format_cpus(parse_cpus(spec.cores))
-    policy = spec.policy
-    if policy == "auto":  # the default option: binding is on exactly when a core list is given
-        policy = "none" if cores is None else "cores"
-    return replace(spec, policy=policy, cores=cores)
-
-
 LOG_PLACEHOLDERS = {"rank": 0, "local_rank": 0, "node_rank": 0}
 
 
@@ -410,7 +397,7 @@ RUN_MODES = ("exec", "inprocess")
 
 
 def in_process_blocker(config: "Config") -> str | None:
-    """Why a script cannot run inside ds-helper's own interpreter, or None when it can (README: run_mode)."""
+    """Why a script cannot run inside ds-helper's own interpreter, or None when it can (docs/design.md)."""
     if config.no_python:
         return "no_python=true runs a program, not a Python script"
     if config.python and os.path.realpath(config.python) != os.path.realpath(sys.executable):
@@ -449,6 +436,8 @@ def make_plan(config: "Config", candidates: "list[SchemaLauncherSpec]") -> Plan:
         raise LaunchError(f"run_mode={config.run_mode}: expected one of {', '.join(RUN_MODES)}")
     from dataclasses import asdict  # composing: the schema's dataclasses, turned into the plan's plain data
 
+    from ds_helper import bind
+
     data = {
         "launchers": [asdict(spec) for spec in launchers],
         "auto": auto,
@@ -459,7 +448,7 @@ def make_plan(config: "Config", candidates: "list[SchemaLauncherSpec]") -> Plan:
         "env": dict(config.env),
         "export": asdict(config.export),
         "master": asdict(config.master),
-        "bind": asdict(_bind(config.bind)),
+        "bind": asdict(bind.settled(config.bind)),
         "log": asdict(config.log),
         "dry_run": config.dry_run,
         "die_with_manager": config.die_with_manager,
