@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 else:
     Any = object  # a field that takes any JSON value (bind.cores, bind.gpus); mypy reads typing.Any
 
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2
 """Bumped whenever a field changes meaning; a plan of another format is refused, never half-read."""
 
 RANK_FIELDS = ("rank", "local_rank", "world_size", "local_world_size", "node_rank")
@@ -250,8 +250,6 @@ class Plan(Record):
     dry_run: bool
     die_with_manager: bool
     run_mode: str
-    in_process_blocker: str | None
-    """With run_mode=inprocess: why this plan needs a fresh interpreter after all (None: it does not)."""
 
 
 def plan_to_json(plan: Plan) -> str:
@@ -396,20 +394,6 @@ def _check_log(log: "SchemaLogSpec") -> None:
 RUN_MODES = ("exec", "inprocess")
 
 
-def in_process_blocker(config: "Config") -> str | None:
-    """Why a script cannot run inside ds-helper's own interpreter, or None when it can (docs/design.md)."""
-    if config.no_python:
-        return "no_python=true runs a program, not a Python script"
-    if config.python and os.path.realpath(config.python) != os.path.realpath(sys.executable):
-        return f"python={config.python} is not the interpreter running ds-helper"
-    if config.log.tee:
-        return "log.tee=true needs a supervising process"
-    starting = sorted(name for name in config.env if name.startswith("PYTHON"))
-    if starting:
-        return f"env sets {', '.join(starting)}, which act only when an interpreter starts"
-    return None
-
-
 def python_target(argv: list[str]) -> tuple[bool, str, bool]:
     """(module?, script or module name, unbuffered?) of a command built by ``_command`` for Python."""
     rest = argv[1:]
@@ -453,6 +437,5 @@ def make_plan(config: "Config", candidates: "list[SchemaLauncherSpec]") -> Plan:
         "dry_run": config.dry_run,
         "die_with_manager": config.die_with_manager,
         "run_mode": config.run_mode,
-        "in_process_blocker": in_process_blocker(config) if config.run_mode == "inprocess" else None,
     }
     return plan_from_data(data, "plan")

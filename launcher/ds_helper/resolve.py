@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     Env = Mapping[str, str]
     ReadFile = Callable[[str], str]
 
-_MANAGER_PREFIXES = {"PMI", "PMIX", "MPI", "OMPI", "SLURM", "PALS", "FLUX", "JSM", "MV2", "I"}
+# What a missing rank's error lists as present: variables that look like some manager's rank numbers
+# (PMI_RANK, MPI_LOCALRANKID, SLURM_LOCALID, FLUX_JOB_SIZE, ...), whichever manager set them.
+_RANK_LIKE = ("RANK", "SIZE", "LOCALID", "NODEID", "LOCAL_ID")
 _MAX_INT = 1 << 31  # far above any real rank count; keeps absurd values out of ports and core maths
 
 
@@ -199,8 +201,8 @@ def resolve_ranks(spec: LauncherSpec, env: Env) -> Ranks:
     for required in ("rank", "local_rank"):
         if values[required] is None:
             looked = ", ".join(getattr(spec, required)) or "none"
-            others = sorted(n for n in env if n.split("_", 1)[0] in _MANAGER_PREFIXES)[:8]
-            present = ", ".join(others) or "no process manager variables"
+            others = sorted(n for n in env if any(word in n for word in _RANK_LIKE))[:8]
+            present = ", ".join(others) or "no rank variables"
             raise LaunchError(f"launcher={spec.name}: {required} not found (looked for {looked}); present: {present}")
     _check_bounds(values, sources)
     # A node rank is safe to derive only when every rank is on this node.
