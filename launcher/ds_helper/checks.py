@@ -8,17 +8,15 @@ time: the loader runs on every rank of a job.
 from __future__ import annotations
 
 import _string  # type: ignore[import-not-found]  # the parser behind str.format (string.Formatter.parse), without importing `string`
-import math
-from typing import TYPE_CHECKING
 
 from ds_helper.errors import LaunchError
-from ds_helper.schema import RANK_FIELDS
 
+TYPE_CHECKING = False  # as in plan.py: typing is not imported on a rank's path
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from ds_helper.plan import Plan
-    from ds_helper.schema import LauncherSpec, LogSpec, MasterSpec
+    from ds_helper import schema
+    from ds_helper.plan import LauncherSpec, LogSpec, MasterSpec, Plan
 
 LOG_PLACEHOLDERS = ("rank", "local_rank", "node_rank")
 RUN_MODES = ("exec", "inprocess")
@@ -59,7 +57,7 @@ def _file_name(key: str, template: str) -> str:
     return name
 
 
-def check_log(log: LogSpec) -> None:
+def check_log(log: LogSpec | schema.LogSpec) -> None:
     """File names stay inside log.dir; stdout and stderr never share a file; log.dir is a plain path."""
     _file_name("out", log.out)
     _file_name("err", log.err)
@@ -75,7 +73,7 @@ def check_log(log: LogSpec) -> None:
             )
         if log.out == log.err:
             raise LaunchError(f"log.out and log.err are both {log.out!r}: stdout and stderr would overwrite each other")
-    if not (isinstance(log.grace, (int, float)) and math.isfinite(log.grace)) or log.grace < 0:
+    if not (isinstance(log.grace, (int, float)) and 0 <= log.grace < float("inf")):  # NaN fails too
         raise LaunchError(f"log.grace={log.grace}: must not be negative")
 
 
@@ -146,6 +144,8 @@ def check_words(where: str, words: Iterable[object]) -> None:
 
 def check_launcher(spec: LauncherSpec) -> None:
     """Variable names are names; fixed values are rank numbers."""
+    from ds_helper.plan import RANK_FIELDS  # plan.py imports this module
+
     for list_name in ("detect", "exclude", "job_id", "evidence"):
         for name in getattr(spec, list_name):
             check_env_name(f"launcher {spec.name}.{list_name}", name)
@@ -157,6 +157,8 @@ def check_launcher(spec: LauncherSpec) -> None:
 
 
 def check_export(export: object) -> None:
+    from ds_helper.plan import RANK_FIELDS
+
     for key in RANK_FIELDS:
         for name in getattr(export, key):
             check_env_name(f"export.{key}", name)

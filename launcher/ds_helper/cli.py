@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import fields, is_dataclass
-from typing import List, Optional
 
-from ds_helper.argv import Request, parse_argv
+from ds_helper.argv import parse_argv
 from ds_helper.errors import LaunchError
-from ds_helper.schema import Config, LauncherSpec
+
+TYPE_CHECKING = False  # the --plan path imports neither typing nor the schema's dataclasses
+if TYPE_CHECKING:
+    from typing import List, Optional
+
+    from ds_helper.argv import Request
+    from ds_helper.schema import Config, LauncherSpec
 
 USAGE = "usage: ds-helper [FLAG ...] [OVERRIDE ...] [SCRIPT [ARG ...]] [-- ARG ...]"
 FLAGS = (
@@ -44,6 +48,10 @@ def check_override_keys(overrides: List[str]) -> None:
     The key is walked through the schema's dataclasses as far as they go (``bind.corse`` is caught, while
     ``launcher.rank`` or a dict such as ``env`` is left to Hydra's own validation).
     """
+    from dataclasses import fields, is_dataclass
+
+    from ds_helper.schema import Config
+
     for override in overrides:
         key = override.lstrip("+~").partition("=")[0].split("@", 1)[0]
         if key == "recipe":  # a group of its own, resolved by compose (ds_helper/recipe.py)
