@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 else:
     Any = object  # a field that takes any JSON value (bind.cores, bind.gpus); mypy reads typing.Any
 
-PLAN_FORMAT = 2
+PLAN_FORMAT = 3
 """Bumped whenever a field changes meaning; a plan of another format is refused, never half-read."""
 
 RANK_FIELDS = ("rank", "local_rank", "world_size", "local_world_size", "node_rank")
