@@ -16,6 +16,7 @@ from ds_helper.errors import LaunchError
 from ds_helper.plan import Plan, python_target
 from ds_helper.resolve import Launch
 from ds_helper.schema import RANK_FIELDS
+from ds_helper.streams import flush_quietly, release_held_fds, restore_signals, say
 
 
 def _quote(argv: List[str]) -> str:
@@ -69,7 +70,7 @@ def should_log(plan: Plan, launch: Launch) -> bool:
     return not plan.log.quiet and (plan.log.all_ranks or launch.ranks["rank"] == 0)
 
 
-def apply_placement(launch: Launch, say: bool) -> None:
+def apply_placement(launch: Launch, say_it: bool) -> None:
     """CPU affinity and memory policy, set on this process so the script inherits them through exec."""
     placement = launch.placement
     if placement is None:
@@ -85,11 +86,10 @@ def apply_placement(launch: Launch, say: bool) -> None:
         refused = set_mempolicy(placement.mem_policy, placement.mem_nodes)
         if refused and placement.strict:
             raise LaunchError(f"memory binding to NUMA node(s) {list(placement.mem_nodes)} refused: {refused}")
-        if refused and say:
-            print(
+        if refused and say_it:
+            say(
                 f"ds-helper: warning: memory binding refused ({refused}); continuing with CPU binding only "
-                "(bind.strict=true makes this an error)",
-                file=sys.stderr,
+                "(bind.strict=true makes this an error)"
             )
 
 
@@ -130,23 +130,38 @@ def _open_logs(plan: Plan, launch: Launch) -> Optional[dict[str, str]]:
     if plan.log.dir:
         try:
             os.makedirs(plan.log.dir, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise LaunchError(f"log.dir={plan.log.dir}: not a folder (a file is in the way)") from None
         except OSError as exc:
             raise LaunchError(f"log.dir={plan.log.dir}: {exc.strerror}") from None
     return names
 
 
-def _redirect(names: dict[str, str]) -> None:
-    """stdout and stderr of the script into the rank's files: set on this process, kept through exec."""
+def _open_log_files(names: dict[str, str]) -> list[tuple[int, int]]:
+    """The rank's files for stdout and stderr, opened (every failure before anything changes), fd pairs."""
+    opened: list[tuple[int, int]] = []
     for fd, key in ((1, "out"), (2, "err")):
         try:
-            target = os.open(names[key], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            opened.append((os.open(names[key], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd))
         except OSError as exc:
+            for target, _ in opened:
+                os.close(target)
             raise LaunchError(f"cannot write {names[key]}: {exc.strerror}") from None
+    return opened
+
+
+def _redirect(opened: list[tuple[int, int]]) -> int:
+    """stdout and stderr of the script into the rank's files, kept through exec; returns the old stderr."""
+    terminal = os.dup(2)  # not inheritable: for an exec failure only
+    for target, fd in opened:
         os.dup2(target, fd)
         os.close(target)
+    return terminal
 
 
 def _supervisor_argv(plan: Plan, launch: Launch, program: str, names: dict[str, str]) -> List[str]:
+    """``python -m ds_helper.supervise FD``: the spec travels in an inherited memory file, not in argv, so the
+    script's argument list has no limit beyond the one exec puts on the script itself."""
     import json
 
     spec = {
@@ -156,7 +171,13 @@ def _supervisor_argv(plan: Plan, launch: Launch, program: str, names: dict[str, 
         "prefix": names["prefix"],
         "grace": plan.log.grace,
     }
-    return [sys.executable, "-m", "ds_helper.supervise", json.dumps(spec)]
+    data = json.dumps(spec).encode()
+    spec_fd = os.memfd_create("ds-helper-spec", 0)  # inheritable: no MFD_CLOEXEC
+    written = 0
+    while written < len(data):
+        written += os.write(spec_fd, data[written:])
+    os.lseek(spec_fd, 0, os.SEEK_SET)
+    return [sys.executable, "-m", "ds_helper.supervise", str(spec_fd)]
 
 
 def in_process_blocker(plan: Plan, launch: Launch) -> Optional[str]:
@@ -176,25 +197,24 @@ def run_in_process(plan: Plan, launch: Launch) -> NoReturn:
     What ``exec`` gets from the kernel is done by hand: the environment, argv, ``sys.path[0]``, ``__main__``,
     unbuffered output, and Python's own ending (exit code, traceback and exit 1, death by SIGINT).
     """
-    import runpy
-
     module, target, unbuffered = python_target(plan.argv)
     args = launch.argv[len(plan.argv) :]
     os.environ.clear()
     os.environ.update(launch.env)
     if unbuffered:
         for stream in (sys.stdout, sys.stderr):
-            stream.reconfigure(write_through=True)  # type: ignore[union-attr]
+            if stream is not None:  # None: closed when ds-helper started, as Python leaves it
+                stream.reconfigure(write_through=True)  # type: ignore[union-attr]
+    sys.argv = [target, *args]
     try:
         if module:
-            sys.argv = [target, *args]
             sys.path[0] = os.getcwd()  # python -m puts the current directory first
-            runpy.run_module(target, run_name="__main__", alter_sys=True)
+            _run_main_module(target, alter_argv=True)
+        elif os.path.isdir(target) or _is_zip(target):
+            sys.path[0] = _absolute(target)  # python runs the folder's or zip's __main__ from there
+            _run_main_module("__main__", alter_argv=False)
         else:
-            sys.argv = [target, *args]
-            path = os.path.abspath(target)  # python SCRIPT compiles it under its absolute path (tracebacks)
-            sys.path[0] = os.path.dirname(path)  # and puts its folder first
-            runpy.run_path(path, run_name="__main__")
+            _run_source_file(target)
     except SystemExit:
         raise
     except KeyboardInterrupt:
@@ -205,6 +225,49 @@ def run_in_process(plan: Plan, launch: Launch) -> NoReturn:
         _report_uncaught()
         raise SystemExit(1) from None
     raise SystemExit(0)
+
+
+def _absolute(path: str) -> str:
+    """The absolute path as CPython makes it for ``__file__`` and ``sys.path[0]``: joined, not normalised."""
+    return os.path.join(os.getcwd(), path)
+
+
+def _is_zip(path: str) -> bool:
+    import zipfile
+
+    return zipfile.is_zipfile(path)
+
+
+def _fresh_main() -> dict[str, object]:
+    """A new ``__main__`` as the interpreter creates it at start-up (Python/pylifecycle.c), not ds-helper's own."""
+    import builtins
+    import types
+
+    main = types.ModuleType("__main__")
+    main.__dict__.update(__builtins__=builtins, __annotations__={})
+    sys.modules["__main__"] = main
+    return main.__dict__
+
+
+def _run_main_module(name: str, alter_argv: bool) -> None:
+    """What CPython itself calls for ``python -m NAME`` and ``python FOLDER_OR_ZIP`` (Modules/main.c)."""
+    import runpy
+
+    _fresh_main()
+    runpy._run_module_as_main(name, alter_argv=alter_argv)  # type: ignore[attr-defined]
+
+
+def _run_source_file(target: str) -> None:
+    """``python FILE``: ``__main__`` given what CPython gives it (Python/pythonrun.c), then the code."""
+    from importlib.machinery import SourceFileLoader
+
+    path = _absolute(target)
+    sys.path[0] = os.path.dirname(os.path.realpath(path))  # python puts the script's real folder first
+    main = _fresh_main()
+    main.update(__file__=path, __cached__=None, __loader__=SourceFileLoader("__main__", path))
+    with open(path, "rb") as source:  # bytes: compile honours the file's coding cookie, as python does
+        code = compile(source.read(), path, "exec", dont_inherit=True)
+    exec(code, main)  # noqa: S102 - running the user's script is the point
 
 
 def _report_uncaught() -> None:
@@ -230,26 +293,30 @@ def become(plan: Plan, launch: Launch) -> NoReturn:
     program = launch.argv[0]
     if not os.path.isabs(program) or not os.path.isfile(program):
         program = find_program(program, launch.env.get("PATH"))
-    say = should_log(plan, launch)
-    apply_placement(launch, say)
-    if say:
-        for note in launch.notes:
-            print(f"ds-helper: note: {note}", file=sys.stderr)
-        print(f"ds-helper: {_rank_label(launch)} launcher={launch.launcher}: {_quote(launch.argv)}", file=sys.stderr)
+    logging = should_log(plan, launch)
+    apply_placement(launch, logging)
     names = _open_logs(plan, launch)
+    opened = _open_log_files(names) if names is not None and not plan.log.tee else []
     if plan.die_with_manager and os.getppid() != 1:
         _die_with_manager()
     argv = launch.argv
     if names is not None and plan.log.tee:
         argv = _supervisor_argv(plan, launch, program, names)
         program = argv[0]
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if names is not None and not plan.log.tee:
-        _redirect(names)
+    if logging:  # every check has passed: what is said now is what runs
+        for note in launch.notes:
+            say(f"ds-helper: note: {note}")
+        say(f"ds-helper: {_rank_label(launch)} launcher={launch.launcher}: {_quote(launch.argv)}")
+    flush_quietly()
+    terminal = _redirect(opened) if opened else None
     if in_process_blocker(plan, launch) is None:
+        release_held_fds()
         run_in_process(plan, launch)
+    restore_signals()
     try:
         os.execve(program, argv, launch.env)
     except OSError as exc:
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # Python's setting again, for reporting the error
+        if terminal is not None:  # the error belongs on the terminal, not in the rank's log file
+            os.dup2(terminal, 2)
         raise LaunchError(f"cannot run {program}: {exc.strerror}") from None
