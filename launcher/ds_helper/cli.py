@@ -50,7 +50,7 @@ def check_override_keys(overrides: List[str]) -> None:
     for override in overrides:
         _refuse_removal_and_packages(override)
         key = override.lstrip("+~").partition("=")[0].split("@", 1)[0]
-        if key == "recipe":  # a group of its own, resolved by compose (launcher/recipe.py)
+        if key == "recipe":  # a group of its own, resolved by compose (ds_helper/recipe.py)
             continue
         node: object = Config()
         walked: List[str] = []
@@ -99,24 +99,9 @@ def _path_hint(override: str) -> str:
     return f" (a script? no such file here; a path with '=' is always a script when written ./{override})"
 
 
-def _key_help(node: object, prefix: str = "") -> dict[str, str]:
-    """Every settable key with its one-line help; nested sections (master, log, ...) one key a line."""
-    from ds_helper.schema import field_help
-
-    lines: dict[str, str] = {}
-    for name, text in field_help(type(node)).items():
-        value = getattr(node, name)
-        if name == "launcher":
-            lines[name] = "the process manager: a group, choose with launcher=NAME (options above)"
-        elif is_dataclass(value):
-            lines.update(_key_help(value, f"{prefix}{name}."))
-        else:
-            lines[prefix + name] = text
-    return lines
-
-
 def print_help() -> None:
-    from ds_helper.compose import group_options, hydra_context, load_launchers
+    from ds_helper.compose import hydra_context, load_bind_options, load_launchers
+    from ds_helper.schema import key_help
 
     print(USAGE)
     print("\nBecome SCRIPT on this rank, with RANK, LOCAL_RANK, WORLD_SIZE, ... mapped from the process manager.")
@@ -128,13 +113,17 @@ def print_help() -> None:
         print("  launcher:")
         for spec in load_launchers():
             print(f"    {spec.name:<12} {spec.description}")
-        print(f"  bind: {', '.join(group_options('bind'))}")
+        print("  bind:")
+        for name, option in load_bind_options().items():
+            print(f"    {name:<12} {option.description}")
     from ds_helper.recipe import available
 
     print(f"  recipe: {', '.join(sorted(available())) or 'none'} (recipe=NAME; ds-helper --list-recipes)")
     print("\nkeys (set with KEY=VALUE; env.NAME=VALUE sets a variable verbatim, ~env.NAME unsets one):")
-    for name, text in _key_help(Config()).items():
-        print(f"  {name:<22} {text}")
+    keys = key_help()
+    width = max(len(name) for name in keys)
+    for name, text in keys.items():
+        print(f"  {name:<{width}}  {text}")
     print("\nexample: mpiexec -n 4 ds-helper launcher=mpich script=train.py bind.cores=0-31 -- --lr 3e-4")
 
 
@@ -295,11 +284,9 @@ def run(request: Request) -> int:
 _OUTPUT_FAILURES = {errno.ENOSPC, errno.EIO, errno.EFBIG, errno.EDQUOT}  # writing ds-helper's own output failed
 
 
-def debug_wanted(args: List[str]) -> bool:
-    """--debug before any --, or DS_HELPER_DEBUG set to anything but an empty or a false-looking value."""
-    own = args[: args.index("--") if "--" in args else len(args)]
-    setting = os.environ.get("DS_HELPER_DEBUG", "").strip().lower()
-    return "--debug" in own or setting not in ("", "0", "false", "no", "off")
+def debug_from_environment() -> bool:
+    """DS_HELPER_DEBUG set to anything but an empty or a false-looking value (0, false, no, off)."""
+    return os.environ.get("DS_HELPER_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
 def _silence_stdout() -> None:
@@ -312,10 +299,11 @@ def _silence_stdout() -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     hold_closed_fds()
-    args = sys.argv[1:] if argv is None else argv
-    debug = debug_wanted(args)
+    debug = debug_from_environment()
     try:
-        code = run(parse_argv(args))
+        request = parse_argv(sys.argv[1:] if argv is None else argv)
+        debug = debug or request.debug  # ds-helper's own --debug, not one among the script's arguments
+        code = run(request)
         sys.stdout.flush()  # here, where a failure can still be reported as one line
         return code
     except LaunchError as exc:

@@ -13,10 +13,11 @@ import sys
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ds_helper import bind
 from ds_helper.errors import LaunchError
 from ds_helper.schema import BindSpec, Config, ExportSpec, HostSource, LauncherSpec, LogSpec, MasterSpec
 
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2
 """Bumped whenever a field changes meaning; a plan of another format is refused, never half-read."""
 
 
@@ -44,8 +45,6 @@ class Plan:
     dry_run: bool = False
     die_with_manager: bool = True
     run_mode: str = "exec"
-    in_process_blocker: Optional[str] = None
-    """With run_mode=inprocess: why this plan needs a fresh interpreter after all (None: it does not)."""
 
 
 def _is_str_list(value: Any) -> bool:
@@ -178,19 +177,6 @@ def _command(config: Config) -> List[str]:
     return [python, *flags, config.script]
 
 
-def _bind(spec: BindSpec) -> BindSpec:
-    """The bind settings as every rank will read them: 'auto' decided, the core list checked and canonical."""
-    from dataclasses import replace
-
-    from ds_helper.bind.cpuset import format_cpus, parse_cpus
-
-    cores = None if spec.cores is None else format_cpus(parse_cpus(spec.cores))
-    policy = spec.policy
-    if policy == "auto":  # the default option: binding is on exactly when a core list is given
-        policy = "none" if cores is None else "cores"
-    return replace(spec, policy=policy, cores=cores)
-
-
 LOG_PLACEHOLDERS = {"rank": 0, "local_rank": 0, "node_rank": 0}
 
 
@@ -213,20 +199,6 @@ def _check_log(log: LogSpec) -> None:
 
 
 RUN_MODES = ("exec", "inprocess")
-
-
-def in_process_blocker(config: Config) -> Optional[str]:
-    """Why a script cannot run inside ds-helper's own interpreter, or None when it can (README: run_mode)."""
-    if config.no_python:
-        return "no_python=true runs a program, not a Python script"
-    if config.python and os.path.realpath(config.python) != os.path.realpath(sys.executable):
-        return f"python={config.python} is not the interpreter running ds-helper"
-    if config.log.tee:
-        return "log.tee=true needs a supervising process"
-    starting = sorted(name for name in config.env if name.startswith("PYTHON"))
-    if starting:
-        return f"env sets {', '.join(starting)}, which act only when an interpreter starts"
-    return None
 
 
 def python_target(argv: List[str]) -> Tuple[bool, str, bool]:
@@ -263,10 +235,9 @@ def make_plan(config: Config, candidates: List[LauncherSpec]) -> Plan:
         env=dict(config.env),
         export=config.export,
         master=config.master,
-        bind=_bind(config.bind),
+        bind=bind.settled(config.bind),
         log=config.log,
         dry_run=config.dry_run,
         die_with_manager=config.die_with_manager,
         run_mode=config.run_mode,
-        in_process_blocker=in_process_blocker(config) if config.run_mode == "inprocess" else None,
     )

@@ -2,7 +2,7 @@
 
 Exec rather than a child process: the process manager keeps tracking the same pid, its signals reach the script
 directly, inherited descriptors such as PMI's ``PMI_FD`` stay open, the exit code is the script's own, and no
-helper stays resident (peers.md D.2).
+helper stays resident.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import signal
 import sys
 from typing import List, NoReturn, Optional, TextIO
 
+from ds_helper import bind
 from ds_helper.errors import LaunchError
 from ds_helper.plan import Plan, python_target
 from ds_helper.resolve import Launch
@@ -70,29 +71,6 @@ def should_log(plan: Plan, launch: Launch) -> bool:
     return not plan.log.quiet and (plan.log.all_ranks or launch.ranks["rank"] == 0)
 
 
-def apply_placement(launch: Launch, say_it: bool) -> None:
-    """CPU affinity and memory policy, set on this process so the script inherits them through exec."""
-    placement = launch.placement
-    if placement is None:
-        return
-    if placement.cpus is not None:
-        try:
-            os.sched_setaffinity(0, placement.cpus)
-        except OSError as exc:
-            raise LaunchError(f"cannot bind to CPUs {list(placement.cpus)}: {exc.strerror}") from None
-    if placement.mem_policy is not None and placement.mem_nodes:
-        from ds_helper.bind.memory import set_mempolicy
-
-        refused = set_mempolicy(placement.mem_policy, placement.mem_nodes)
-        if refused and placement.strict:
-            raise LaunchError(f"memory binding to NUMA node(s) {list(placement.mem_nodes)} refused: {refused}")
-        if refused and say_it:
-            say(
-                f"ds-helper: warning: memory binding refused ({refused}); continuing with CPU binding only "
-                "(bind.strict=true makes this an error)"
-            )
-
-
 PR_SET_PDEATHSIG = 1
 
 
@@ -104,7 +82,7 @@ def _die_with_manager() -> None:
     forked us exits; the managers tested (MPICH's proxy, Open MPI's mpirun, slurmstepd) fork ranks from
     threads that live as long as the job. ``die_with_manager=false`` turns it off.
     """
-    import ctypes  # ~2 ms; ctypes.util is not needed: the C library is already in the process
+    import ctypes  # only here: ctypes.util is not needed, the C library is already in the process
 
     parent = os.getppid()
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -160,7 +138,7 @@ def _redirect(opened: list[tuple[int, int]]) -> int:
 
 
 def _supervisor_argv(plan: Plan, launch: Launch, program: str, names: dict[str, str]) -> List[str]:
-    """``python -m ds_helper.supervise FD``: the spec travels in an inherited memory file, not in argv, so the
+    """``python -c <start the supervisor> FD``: the spec travels in an inherited memory file, not in argv, so the
     script's argument list has no limit beyond the one exec puts on the script itself."""
     import json
 
@@ -177,22 +155,43 @@ def _supervisor_argv(plan: Plan, launch: Launch, program: str, names: dict[str, 
     while written < len(data):
         written += os.write(spec_fd, data[written:])
     os.lseek(spec_fd, 0, os.SEEK_SET)
-    return [sys.executable, "-m", "ds_helper.supervise", str(spec_fd)]
+    return [sys.executable, "-c", _SUPERVISOR_START, str(spec_fd)]
+
+
+# ``python -m`` would put the current directory first on sys.path, and a user's folder named ``ds_helper`` (or a
+# ``json.py`` next to their script) would then stand in for the supervisor's modules. ``-c`` puts '' there
+# instead, which the supervisor drops before importing anything but ``sys`` (``-P`` does the same, from 3.11).
+_SUPERVISOR_START = (
+    "import sys\n"
+    "if sys.path and sys.path[0] == '':\n"
+    "    del sys.path[0]\n"
+    "from ds_helper.supervise import main\n"
+    "sys.exit(main())\n"
+)
 
 
 def in_process_blocker(plan: Plan, launch: Launch) -> Optional[str]:
-    """Why this rank must exec after all with run_mode=inprocess (None: it may run in this interpreter)."""
+    """Why this rank execs after all with run_mode=inprocess (None: the script may run in this interpreter).
+
+    Only a Python script or module run by this very interpreter, with nothing that acts when an interpreter
+    starts, can run here (docs/design.md: running the script in process).
+    """
     if plan.run_mode != "inprocess":
         return "run_mode=exec"
-    if plan.in_process_blocker:
-        return plan.in_process_blocker
+    if len(plan.argv) == 1:  # [program]: see Plan.argv
+        return "no_python=true runs a program, not a Python script"
+    if plan.log.tee:
+        return "log.tee=true needs a supervising process"
+    starting = sorted(name for name in plan.env if name.startswith("PYTHON"))
+    if starting:
+        return f"env sets {', '.join(starting)}, which act only when an interpreter starts"
     if os.path.realpath(launch.argv[0]) != os.path.realpath(sys.executable):
         return f"the plan's interpreter {launch.argv[0]} is not the one running ds-helper ({sys.executable})"
     return None
 
 
 def run_in_process(plan: Plan, launch: Launch) -> NoReturn:
-    """Run the Python script in this interpreter, as ``python [-u] SCRIPT ARGS`` would (README: run_mode).
+    """Run the Python script in this interpreter, as ``python [-u] SCRIPT ARGS`` would (docs/design.md).
 
     What ``exec`` gets from the kernel is done by hand: the environment, argv, ``sys.path[0]``, ``__main__``,
     unbuffered output, and Python's own ending (exit code, traceback and exit 1, death by SIGINT).
@@ -294,7 +293,7 @@ def become(plan: Plan, launch: Launch) -> NoReturn:
     if not os.path.isabs(program) or not os.path.isfile(program):
         program = find_program(program, launch.env.get("PATH"))
     logging = should_log(plan, launch)
-    apply_placement(launch, logging)
+    bind.apply(launch.placement, logging)
     names = _open_logs(plan, launch)
     opened = _open_log_files(names) if names is not None and not plan.log.tee else []
     if plan.die_with_manager and os.getppid() != 1:

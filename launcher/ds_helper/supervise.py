@@ -18,9 +18,10 @@ process manager sees:
 * output the script's own children write after it exits still arrives: a copier process carries on
   until the last writer closes, while the supervisor exits with the script's exit code (or 128 + signal).
 
-Started as ``python -m ds_helper.supervise FD`` by ``ds_helper.run``, in a fresh interpreter (no Hydra,
-little memory); the JSON spec is read from the inherited descriptor FD, so the script's argument list has no
-limit beyond its own. Standard library only.
+Started by ``ds_helper.run`` as ``python -c <import ds_helper.supervise, run main()> FD`` in a fresh
+interpreter, with nothing of the user's folders on ``sys.path``, so it holds no Hydra and little memory. The
+JSON spec is read from the inherited descriptor FD (a memory file), so the script's argument list has no limit
+beyond its own. Standard library only.
 """
 
 from __future__ import annotations

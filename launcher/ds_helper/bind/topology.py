@@ -1,7 +1,7 @@
 """CPU / NUMA topology read from sysfs, plus the CPUs this process may use.
 
 Standard library only, no subprocess: we read the same files ``numactl --hardware`` and ``lscpu`` read,
-instead of parsing their output once per rank as DeepSpeed does (deepspeed-launcher.md 3.1, 3.6).
+instead of parsing their output once per rank as DeepSpeed does.
 
 ``read_topology(root)`` takes a root directory so tests can point it at recorded trees under
 ``tests/data/topology/<machine>/``.
@@ -21,8 +21,8 @@ from ds_helper.errors import LaunchError
 _CPU_DIR = "sys/devices/system/cpu"
 _NODE_DIR = "sys/devices/system/node"
 
-#: Linux's REMOTE_DISTANCE: SLIT distances below it mean "near" memory. On-package HBM in flat mode shows
-#: up at 12-13 from its own CPU node, a remote socket at 21+ (see tests/data/topology/README.md).
+# Linux's REMOTE_DISTANCE: SLIT distances below it mean "near" memory. On-package HBM in flat mode shows
+# up at 12-13 from its own CPU node, a remote socket at 21+ (see tests/data/topology/README.md).
 NEAR_DISTANCE = 20
 
 
@@ -194,37 +194,9 @@ def usable_cpus() -> tuple[int, ...]:
     """CPUs this process may run on: its affinity mask.
 
     On Linux ``sched_getaffinity`` already reflects the cgroup cpuset (containers, Slurm) and any binding a
-    process manager applied before us, so it is the one source of truth; ``cgroup_cpus`` is only for messages.
+    process manager applied before us, so it is the one source of truth.
     """
     getaffinity = getattr(os, "sched_getaffinity", None)
     if getaffinity is None:  # not Linux: assume every CPU
         return tuple(range(os.cpu_count() or 1))
     return tuple(sorted(getaffinity(0)))
-
-
-def cgroup_cpus(root: str | os.PathLike[str] = "/") -> tuple[int, ...] | None:
-    """The effective cpuset of this process's cgroup (v2 ``cpuset.cpus.effective`` or v1
-    ``cpuset.effective_cpus``), or None when it cannot be found. Informational only."""
-    base = Path(root)
-    text = _read(base / "proc/self/cgroup")
-    if text is None:
-        return None
-    candidates: list[Path] = []
-    for line in text.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _, controllers, path = parts
-        rel = path.lstrip("/")
-        if controllers == "":  # cgroup v2 unified hierarchy
-            candidates.append(base / "sys/fs/cgroup" / rel / "cpuset.cpus.effective")
-        elif "cpuset" in controllers.split(","):
-            candidates.append(base / "sys/fs/cgroup/cpuset" / rel / "cpuset.effective_cpus")
-    for candidate in candidates:
-        try:
-            cpus = _read_list(candidate)
-        except LaunchError:
-            cpus = None
-        if cpus:
-            return cpus
-    return None
