@@ -100,7 +100,7 @@ def test_a_closed_or_failing_stream_never_stops_what_python_would_run(mode: str,
     assert (tmp_path / "bare").exists()
     assert (tmp_path / "ours").exists(), ours  # the script ran
     errors = (ours.stderr or b"").decode()
-    assert "ds_helper" not in errors and "Error" not in errors.replace("OSError: [Errno 28]", ""), errors
+    assert "ds_helper" not in errors, errors  # the script's own error on a full disk is python's too, not ours
     if mode != "tee":  # the supervisor's pipe stands between the script and the stream
         assert ours.returncode == bare.returncode, (ours, bare)
     if streams == "stderr closed":  # ds-helper's own line never lands in the script's stdout

@@ -145,7 +145,6 @@ def parse_argv(argv: List[str]) -> Request:
 def is_override(token: str) -> bool:
     """An override is ``KEY=VALUE`` (``+``/``++``/``~`` in front allowed) or ``~KEY``; anything else is the script.
 
-
     A path is never taken for an override (README, "The command line"): a token naming an existing file or
     folder is the script (``runs/lr=0.1/train.py``, as Hydra names its output folders), and so is any token
     whose part before ``=`` holds a ``/``, which no ds-helper key does.

@@ -150,7 +150,8 @@ def _supervisor_argv(plan: Plan, launch: Launch, program: str, names: dict[str, 
         "grace": plan.log.grace,
     }
     data = json.dumps(spec).encode()
-    spec_fd = os.memfd_create("ds-helper-spec", 0)  # inheritable: no MFD_CLOEXEC
+    spec_fd = os.memfd_create("ds-helper-spec", 0)
+    os.set_inheritable(spec_fd, True)  # for the supervisor, which reads and closes it first thing
     written = 0
     while written < len(data):
         written += os.write(spec_fd, data[written:])

@@ -1,11 +1,12 @@
 """The tee supervisor (``log.tee=true``): the one mode in which ds-helper keeps a process next to the script.
 
-It copies the script's stdout/stderr to the manager (each line prefixed) and to the rank's log files, as the
-bytes arrive: a ``\\r`` progress bar shows as it is drawn, and a line of any length costs time and memory in
-proportion to one read, not to the line. Everything else is about changing nothing the script or the
+It copies the script's stdout/stderr to the manager (each line prefixed) and to the rank's log files as the
+bytes arrive; only a line's start waits up to 0.25 s for its end, so ranks' lines stay whole at the manager,
+while a ``\\r`` progress bar still shows as it is drawn. Time and memory go per read, never per line (a 40 MB
+line is copied in 64 KiB pieces). Everything else is about changing nothing the script or the
 process manager sees:
 
-* with a terminal, the script stays in the terminal's job (the supervisor's process group): it reads stdin,
+* in a terminal's foreground job, the script stays in that job (the supervisor's process group): it reads stdin,
   and Ctrl-C / Ctrl-Z / hangup reach it from the terminal as they would alone; the supervisor stops and
   continues with it, and leaves those signals to the terminal;
 * without one (a batch job, a manager's rank), the script gets a process group of its own, and every
@@ -45,12 +46,18 @@ _JOB_CONTROL = {signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCONT}
 
 
 def _has_terminal() -> bool:
-    """True when this process belongs to a terminal's session (a shell's job), False in a batch job."""
+    """True when this process is in its terminal's foreground job (a shell started it there), False in a batch
+    job or a manager's rank: a manager that groups its ranks apart then still has its signals forwarded."""
     try:
-        os.close(os.open("/dev/tty", os.O_RDONLY | os.O_CLOEXEC))
+        tty = os.open("/dev/tty", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         return False
-    return True
+    try:
+        return os.tcgetpgrp(tty) == os.getpgrp()
+    except OSError:
+        return False
+    finally:
+        os.close(tty)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -81,6 +88,12 @@ def _start(argv: List[str], out_w: int, err_w: int, own_group: bool) -> int:
     return pid
 
 
+# A line's start waits this long for its end, so lines of different ranks stay whole at the manager; then it
+# is shown as it is (a progress bar), and so is any part longer than _HOLD_BYTES (memory per read, not per line).
+_HOLD_SECONDS = 0.25
+_HOLD_BYTES = 65536
+
+
 class _Stream:
     """One of the script's output streams, copied to the manager (prefixed lines) and to the log file."""
 
@@ -88,16 +101,36 @@ class _Stream:
         self.target: Optional[int] = target  # None once the manager's side failed
         self.prefix = prefix
         self.at_line_start = True
+        self.held = b""  # the prefixed start of a line not ended yet
+        self.held_since = 0.0
         self.log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) if log_path else None
 
     def feed(self, data: bytes) -> None:
         if self.log is not None:
             _write_all(self.log, data)
-        if self.target is not None and not _write_all(self.target, self._prefixed(data)):
+        if self.target is None:
+            return
+        out = self.held + self._prefixed(data)
+        end = out.rfind(b"\n") + 1
+        if len(out) - end > _HOLD_BYTES:
+            end = len(out)
+        if not self.held:
+            self.held_since = time.monotonic()
+        self.held = out[end:]
+        self._send(out[:end])
+
+    def flush_held(self, now: float) -> None:
+        """Show a line's start that has waited long enough for its end (``now`` 0: unconditionally)."""
+        if self.held and now - self.held_since >= _HOLD_SECONDS:
+            held, self.held = self.held, b""
+            self._send(held)
+
+    def _send(self, data: bytes) -> None:
+        if data and self.target is not None and not _write_all(self.target, data):
             self.target = None
 
     def _prefixed(self, data: bytes) -> bytes:
-        """``data`` with the prefix at each line start: one pass, nothing held back for a newline."""
+        """``data`` with the prefix at each line start, in one pass."""
         if not self.prefix:
             return data
         pieces: List[bytes] = []
@@ -118,8 +151,14 @@ class _Stream:
         return self.target is not None or self.log is not None
 
     def close(self) -> None:
-        if self.prefix and not self.at_line_start and self.target is not None:
-            _write_all(self.target, b"\n")  # the next rank's prefixed line starts on a line of its own
+        """At the end of the stream: a prefixed last line gets its newline, so the next rank's starts afresh."""
+        if self.prefix and not self.at_line_start:
+            self.held += b"\n"
+        self.flush_held(float("inf"))
+        self.release()
+
+    def release(self) -> None:
+        """Let go of the log file, writing nothing (another process carries on with this stream)."""
         if self.log is not None:
             os.close(self.log)
             self.log = None
@@ -139,6 +178,8 @@ def _write_all(fd: int, data: bytes) -> bool:
 
 def _copy(selector: selectors.BaseSelector, streams: Dict[int, _Stream], timeout: Optional[float]) -> bool:
     """One round of copying; False when nothing was ready within ``timeout``."""
+    if timeout is None or timeout > _HOLD_SECONDS:
+        timeout = _HOLD_SECONDS if any(stream.held for stream in streams.values()) else timeout
     ready = selector.select(timeout)
     for key, _ in ready:
         fd = int(key.fd)
@@ -150,6 +191,9 @@ def _copy(selector: selectors.BaseSelector, streams: Dict[int, _Stream], timeout
             selector.unregister(fd)
             os.close(fd)  # EOF, or nobody takes the bytes: the writer gets EPIPE as it would alone
             streams.pop(fd).close()
+    now = time.monotonic()
+    for stream in streams.values():
+        stream.flush_held(now)
     return bool(ready)
 
 
@@ -158,7 +202,7 @@ def _carry_on(selector: selectors.BaseSelector, streams: Dict[int, _Stream], han
     if os.fork() != 0:
         for fd, stream in streams.items():
             os.close(fd)
-            stream.close()
+            stream.release()
         return
     for signum in handled:
         signal.signal(signum, signal.SIG_DFL)
