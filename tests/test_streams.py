@@ -233,3 +233,20 @@ def test_tee_keeps_what_the_scripts_children_write_after_it_exits(tmp_path: Path
     assert "[0] parent done\n" in result.stdout and "[0] written late by the child\n" in result.stdout
     assert (tmp_path / "rank-0.out").read_text() == "parent done\nwritten late by the child\n"
 
+
+
+def test_tee_under_nohup_outlives_a_hangup() -> None:
+    proc = subprocess.Popen([DS_HELPER, "log.quiet=true", "log.tee=true", "log.grace=1", "sleeper.py"],
+                            env=clean_env(), cwd=SCRIPTS, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    assert proc.stdout is not None
+    try:
+        assert b"ready" in _read_until(proc.stdout.fileno(), b"ready")
+        proc.send_signal(signal.SIGHUP)  # ignored, as nohup asked: no grace period, no SIGKILL
+        time.sleep(2.5)
+        assert proc.poll() is None
+        proc.terminate()
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    finally:
+        proc.kill()
+        proc.wait()
