@@ -30,8 +30,9 @@ MEASURE = (
 
 
 def one_run(command: list[str], out: str) -> tuple[float, int, int]:
-    measured = subprocess.run([sys.executable, "-c", MEASURE, out, *command], capture_output=True, text=True,
-                              check=True)
+    measured = subprocess.run(
+        [sys.executable, "-c", MEASURE, out, *command], capture_output=True, text=True, check=True
+    )
     code, took, peak_kib = measured.stdout.split()
     if code != "0":
         sys.exit(f"{command} failed: {measured.stderr}")

@@ -6,16 +6,19 @@ never on the ``--plan FILE`` path, which is what every rank of a large job runs 
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
-from dataclasses import fields, is_dataclass
-from typing import List, Optional
 
-from ds_helper.argv import Request, parse_argv
+from ds_helper.argv import parse_argv
 from ds_helper.errors import LaunchError
-from ds_helper.schema import Config, LauncherSpec
 from ds_helper.streams import hold_closed_fds, say
+
+TYPE_CHECKING = False  # the --plan path imports neither typing nor the schema's dataclasses
+if TYPE_CHECKING:
+    from typing import List, Optional
+
+    from ds_helper.argv import Request
+    from ds_helper.schema import Config, LauncherSpec
 
 USAGE = "usage: ds-helper [FLAG ...] [OVERRIDE ...] [SCRIPT [ARG ...]] [-- ARG ...]"
 FLAGS = (
@@ -47,6 +50,10 @@ def check_override_keys(overrides: List[str]) -> None:
     The key is walked through the schema's dataclasses as far as they go (``bind.corse`` is caught, while
     ``launcher.rank`` or a dict such as ``env`` is left to Hydra's own validation).
     """
+    from dataclasses import fields, is_dataclass
+
+    from ds_helper.schema import Config
+
     for override in overrides:
         _refuse_removal_and_packages(override)
         key = override.lstrip("+~").partition("=")[0].split("@", 1)[0]
@@ -281,7 +288,7 @@ def run(request: Request) -> int:
     become(plan, launch)
 
 
-_OUTPUT_FAILURES = {errno.ENOSPC, errno.EIO, errno.EFBIG, errno.EDQUOT}  # writing ds-helper's own output failed
+_OUTPUT_FAILURES = ("ENOSPC", "EIO", "EFBIG", "EDQUOT")  # writing ds-helper's own output failed
 
 
 def debug_from_environment() -> bool:
@@ -318,7 +325,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         _silence_stdout()
         return 1
     except OSError as exc:
-        if debug or exc.errno not in _OUTPUT_FAILURES:
+        import errno  # only on this failure: kept off the per-rank start-up
+
+        if debug or errno.errorcode.get(exc.errno or 0) not in _OUTPUT_FAILURES:
             raise
         _silence_stdout()
         say(f"ds-helper: error: cannot write the output: {exc.strerror}")

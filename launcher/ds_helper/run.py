@@ -7,23 +7,31 @@ helper stays resident.
 
 from __future__ import annotations
 
+import io
 import os
-import signal
 import sys
-from typing import List, NoReturn, Optional, TextIO
 
 from ds_helper import bind
 from ds_helper.errors import LaunchError
-from ds_helper.plan import Plan, python_target
-from ds_helper.resolve import Launch
-from ds_helper.schema import RANK_FIELDS
-from ds_helper.streams import flush_quietly, release_held_fds, restore_signals, say
+from ds_helper.plan import RANK_FIELDS, python_target
+from ds_helper.streams import flush_quietly, python_signals, release_held_fds, restore_signals, say
+
+TYPE_CHECKING = False  # typing is not imported on a rank: the names below exist for mypy only
+if TYPE_CHECKING:
+    from typing import List, NoReturn, Optional, TextIO
+
+    from ds_helper.plan import Plan
+    from ds_helper.resolve import Launch
+
+SIGINT, SIGKILL = 2, 9  # Linux's numbers; the signal module imports enum, which a rank does not need
+
+_SHELL_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-")
 
 
 def _quote(argv: List[str]) -> str:
-    import shlex  # only for what a human reads
-
-    return " ".join(shlex.quote(arg) for arg in argv)
+    """The command as a shell would need it typed (what ``shlex.quote`` does; shlex imports re)."""
+    quoted = (arg if arg and _SHELL_SAFE.issuperset(arg) else "'" + arg.replace("'", "'\"'\"'") + "'" for arg in argv)
+    return " ".join(quoted)
 
 
 def _rank_label(launch: Launch) -> str:
@@ -74,6 +82,31 @@ def should_log(plan: Plan, launch: Launch) -> bool:
 PR_SET_PDEATHSIG = 1
 
 
+def _libc_call(name: str, *args: int) -> int:
+    """``ctypes.CDLL(None).NAME(*args)``: a C library function already in this process, int arguments.
+
+    Done with ctypes' C core, which is what ``ctypes.CDLL`` itself builds on: ``import ctypes`` first defines
+    its whole type zoo and imports struct and types, ~2 ms of every rank's start-up for this one call.
+    Should that core ever change shape, ctypes itself does the call.
+    """
+    try:
+        import _ctypes
+
+        class Function(_ctypes.CFuncPtr):
+            _flags_ = _ctypes.FUNCFLAG_CDECL  # int arguments and an int result, as ctypes' default
+
+        class Process:  # what ctypes.CDLL(None) holds: the program and the libraries it has loaded
+            _handle = _ctypes.dlopen(None, _ctypes.RTLD_LOCAL)  # type: ignore[arg-type]  # None: the program
+
+        function = Function((name, Process))  # type: ignore[arg-type]  # any object with a _handle
+    except (ImportError, AttributeError, TypeError):
+        import ctypes
+
+        function = getattr(ctypes.CDLL(None), name)
+    result: int = function(*args)
+    return result
+
+
 def _die_with_manager() -> None:
     """SIGKILL for the script when the manager's process that started this rank dies, even by SIGKILL.
 
@@ -82,12 +115,10 @@ def _die_with_manager() -> None:
     forked us exits; the managers tested (MPICH's proxy, Open MPI's mpirun, slurmstepd) fork ranks from
     threads that live as long as the job. ``die_with_manager=false`` turns it off.
     """
-    import ctypes  # only here: ctypes.util is not needed, the C library is already in the process
-
     parent = os.getppid()
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _libc_call("prctl", PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # the manager died before the setting took effect
-        raise SystemExit(128 + signal.SIGKILL)
+        raise SystemExit(128 + SIGKILL)
 
 
 def _log_names(plan: Plan, launch: Launch) -> dict[str, str]:
@@ -218,9 +249,11 @@ def run_in_process(plan: Plan, launch: Launch) -> NoReturn:
     except SystemExit:
         raise
     except KeyboardInterrupt:
+        import signal
+
         _report_uncaught()
-        signal.signal(signal.SIGINT, signal.SIG_DFL)  # Python ends by the signal, so the manager sees it
-        os.kill(os.getpid(), signal.SIGINT)
+        signal.signal(SIGINT, signal.SIG_DFL)  # Python ends by the signal, so the manager sees it
+        os.kill(os.getpid(), SIGINT)
     except BaseException:  # noqa: B036 - the script's own exception, reported as Python would
         _report_uncaught()
         raise SystemExit(1) from None
@@ -233,17 +266,22 @@ def _absolute(path: str) -> str:
 
 
 def _is_zip(path: str) -> bool:
-    import zipfile
+    """A zip archive (python runs its ``__main__.py``): its end record is in the last 64 KiB + 22 bytes.
 
-    return zipfile.is_zipfile(path)
+    Read by hand: the zipfile module would add its imports to every in-process rank."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - 65557))
+            return b"PK\x05\x06" in handle.read()
+    except OSError:
+        return False
 
 
 def _fresh_main() -> dict[str, object]:
     """A new ``__main__`` as the interpreter creates it at start-up (Python/pylifecycle.c), not ds-helper's own."""
     import builtins
-    import types
 
-    main = types.ModuleType("__main__")
+    main = type(sys)("__main__")
     main.__dict__.update(__builtins__=builtins, __annotations__={})
     sys.modules["__main__"] = main
     return main.__dict__
@@ -251,23 +289,28 @@ def _fresh_main() -> dict[str, object]:
 
 def _run_main_module(name: str, alter_argv: bool) -> None:
     """What CPython itself calls for ``python -m NAME`` and ``python FOLDER_OR_ZIP`` (Modules/main.c)."""
-    import runpy
+    import runpy  # finding a module by name is runpy's job (it imports importlib.util)
 
     _fresh_main()
     runpy._run_module_as_main(name, alter_argv=alter_argv)  # type: ignore[attr-defined]
 
 
 def _run_source_file(target: str) -> None:
-    """``python FILE``: ``__main__`` given what CPython gives it (Python/pythonrun.c), then the code."""
-    from importlib.machinery import SourceFileLoader
+    """``python FILE``: ``__main__`` given what CPython gives it (Python/pythonrun.c), then the code.
+
+    By hand rather than ``runpy.run_path``, which imports pkgutil (and with it re and typing) before it does the
+    same. The script is the user's own command, the one thing this mode exists to run; plans and recipes still
+    never run code.
+    """
+    from _frozen_importlib_external import SourceFileLoader  # loaded at start-up: what importlib.machinery names
 
     path = _absolute(target)
     sys.path[0] = os.path.dirname(os.path.realpath(path))  # python puts the script's real folder first
     main = _fresh_main()
     main.update(__file__=path, __cached__=None, __loader__=SourceFileLoader("__main__", path))
-    with open(path, "rb") as source:  # bytes: compile honours the file's coding cookie, as python does
-        code = compile(source.read(), path, "exec", dont_inherit=True)
-    exec(code, main)  # noqa: S102 - running the user's script is the point
+    with io.open_code(path) as handle:  # the opener Python itself uses for scripts (audit hooks see it)
+        code = compile(handle.read(), path, "exec", dont_inherit=True)  # not this module's __future__ flags
+    exec(code, main)  # the user's script, in this interpreter (run_mode=inprocess)
 
 
 def _report_uncaught() -> None:
@@ -316,7 +359,7 @@ def become(plan: Plan, launch: Launch) -> NoReturn:
     try:
         os.execve(program, argv, launch.env)
     except OSError as exc:
-        signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # Python's setting again, for reporting the error
+        python_signals()  # Python's own settings again, for reporting the error
         if terminal is not None:  # the error belongs on the terminal, not in the rank's log file
             os.dup2(terminal, 2)
         raise LaunchError(f"cannot run {program}: {exc.strerror}") from None

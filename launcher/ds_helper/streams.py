@@ -13,12 +13,14 @@ stream closed again, exactly as ``python train.py >&-`` would run it. Standard l
 
 from __future__ import annotations
 
+# The signal module's C core: ``signal`` itself imports enum, which a rank does not need.
+import _signal  # type: ignore[import-not-found]
 import os
-import signal
 import sys
 
-# The signals CPython sets to SIG_IGN at start-up (Python/pylifecycle.c), which subprocess restores too.
-PYTHON_IGNORED = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ", "SIGXFZ") if hasattr(signal, name))
+# The signals CPython sets to SIG_IGN at start-up (Python/pylifecycle.c), which subprocess restores too:
+# SIGPIPE and SIGXFSZ, by their Linux numbers.
+PYTHON_IGNORED = (13, 25)
 
 _held: dict[int, tuple[int, int]] = {}  # closed standard descriptor -> (device, inode) of its placeholder
 _closed_streams: dict[str, None] = {}  # sys attributes that were None for that reason
@@ -58,8 +60,14 @@ def release_held_fds() -> None:
 def restore_signals() -> None:
     """Default dispositions for the signals Python ignores, and nothing blocked: right before an exec."""
     for signum in PYTHON_IGNORED:
-        signal.signal(signum, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+        _signal.signal(signum, _signal.SIG_DFL)
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
+
+
+def python_signals() -> None:
+    """Python's own settings again, when the exec did not happen after all."""
+    for signum in PYTHON_IGNORED:
+        _signal.signal(signum, _signal.SIG_IGN)
 
 
 def say(line: str) -> None:
