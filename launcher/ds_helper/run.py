@@ -18,6 +18,7 @@ from ds_helper.streams import flush_quietly, python_signals, release_held_fds, r
 
 TYPE_CHECKING = False  # typing is not imported on a rank: the names below exist for mypy only
 if TYPE_CHECKING:
+    from types import ModuleType
     from typing import List, NoReturn, Optional, TextIO
 
     from ds_helper.plan import Plan
@@ -277,14 +278,14 @@ def _is_zip(path: str) -> bool:
         return False
 
 
-def _fresh_main() -> dict[str, object]:
+def _fresh_main() -> ModuleType:
     """A new ``__main__`` as the interpreter creates it at start-up (Python/pylifecycle.c), not ds-helper's own."""
     import builtins
 
     main = type(sys)("__main__")
     main.__dict__.update(__builtins__=builtins, __annotations__={})
     sys.modules["__main__"] = main
-    return main.__dict__
+    return main
 
 
 def _run_main_module(name: str, alter_argv: bool) -> None:
@@ -307,10 +308,10 @@ def _run_source_file(target: str) -> None:
     path = _absolute(target)
     sys.path[0] = os.path.dirname(os.path.realpath(path))  # python puts the script's real folder first
     main = _fresh_main()
-    main.update(__file__=path, __cached__=None, __loader__=SourceFileLoader("__main__", path))
+    main.__dict__.update(__file__=path, __cached__=None, __loader__=SourceFileLoader("__main__", path))
     with io.open_code(path) as handle:  # the opener Python itself uses for scripts (audit hooks see it)
         code = compile(handle.read(), path, "exec", dont_inherit=True)  # not this module's __future__ flags
-    exec(code, main)  # the user's script, in this interpreter (run_mode=inprocess)
+    exec(code, main.__dict__)  # the user's script, in this interpreter (run_mode=inprocess)
 
 
 def _report_uncaught() -> None:
