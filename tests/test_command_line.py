@@ -25,12 +25,15 @@ def folder(tmp_path: Path) -> Path:
 # --- script paths (item 12) --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("given", [
-    ["runs/lr=0.1/train.py"],                # Hydra's own output folders look like this
-    ["script=runs/lr=0.1/train.py", "--"],   # the same path through script=: verbatim, not Hydra's grammar
-    ["./runs/lr=0.1/train.py"],
-    ["lr=0.1.py"],                           # looks like an override, but the file exists: a script
-])
+@pytest.mark.parametrize(
+    "given",
+    [
+        ["runs/lr=0.1/train.py"],  # Hydra's own output folders look like this
+        ["script=runs/lr=0.1/train.py", "--"],  # the same path through script=: verbatim, not Hydra's grammar
+        ["./runs/lr=0.1/train.py"],
+        ["lr=0.1.py"],  # looks like an override, but the file exists: a script
+    ],
+)
 def test_a_script_path_holding_an_equals_sign_runs_under_mpich(folder: Path, given: List[str]) -> None:
     (folder / "runs" / "lr=0.1").mkdir(parents=True)
     shutil.copy(SCRIPTS / "show.py", folder / "runs" / "lr=0.1" / "train.py")
@@ -55,7 +58,9 @@ def test_a_folder_with_main_runs_as_python_runs_it(folder: Path, mode: List[str]
     result = mpich(2, DS_HELPER, *mode, name, "a", cwd=folder)
     assert result.returncode == 0, result.stderr
     assert [(row["RANK"], row["module"], row["argv"]) for row in json_lines(result.stdout)] == [
-        ("0", "__main__", ["a"]), ("1", "__main__", ["a"])]
+        ("0", "__main__", ["a"]),
+        ("1", "__main__", ["a"]),
+    ]
 
 
 def test_a_folder_without_main_is_one_line(folder: Path) -> None:
@@ -70,18 +75,21 @@ def test_a_token_that_may_be_a_missing_script_says_how_to_write_it(folder: Path)
 # --- messages (item 13) -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("args", "fragments"), [
-    (["~launcher", "show.py"], ["~launcher: the process manager cannot be removed", "launcher=NAME"]),
-    (["~script", "show.py"], ["~script: the script cannot be removed"]),
-    (["~master.port", "show.py"], ["~master.port: ", "master.port=VALUE"]),
-    (["recipe@x=debug", "show.py"], ["recipe@x=debug: ds-helper's keys take no @package; write recipe=debug"]),
-    (["launcher@x=", "show.py"], ["launcher@x=: ds-helper's keys take no @package"]),
-    (["launcher=mpich", "launcher=local", "show.py"], ["launcher given 2 times: launcher=mpich, launcher=local"]),
-    (["script=a.py", "script=show.py"], ["script given 2 times: script=a.py, script=show.py"]),
-    (["--save-plan", "a.json", "--save-plan", "b.json", "show.py"], ["--save-plan given 2 times"]),
-    (["--plan", "a.json", "--plan=b.json"], ["--plan given 2 times"]),
-    (["--provenance", "--plan", "a.json"], ["--provenance cannot be combined with --plan"]),
-])
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["~launcher", "show.py"], ["~launcher: the process manager cannot be removed", "launcher=NAME"]),
+        (["~script", "show.py"], ["~script: the script cannot be removed"]),
+        (["~master.port", "show.py"], ["~master.port: ", "master.port=VALUE"]),
+        (["recipe@x=debug", "show.py"], ["recipe@x=debug: ds-helper's keys take no @package; write recipe=debug"]),
+        (["launcher@x=", "show.py"], ["launcher@x=: ds-helper's keys take no @package"]),
+        (["launcher=mpich", "launcher=local", "show.py"], ["launcher given 2 times: launcher=mpich, launcher=local"]),
+        (["script=a.py", "script=show.py"], ["script given 2 times: script=a.py, script=show.py"]),
+        (["--save-plan", "a.json", "--save-plan", "b.json", "show.py"], ["--save-plan given 2 times"]),
+        (["--plan", "a.json", "--plan=b.json"], ["--plan given 2 times"]),
+        (["--provenance", "--plan", "a.json"], ["--provenance cannot be combined with --plan"]),
+    ],
+)
 def test_mistakes_are_one_line_naming_the_thing(folder: Path, args: List[str], fragments: List[str]) -> None:
     result = ds(*args, cwd=folder)
     assert_user_error(result, *fragments)
@@ -146,8 +154,10 @@ def test_version_is_the_installed_one() -> None:
 
 
 def test_version_lookup_stays_off_the_per_rank_path() -> None:
-    code = ("import sys, ds_helper.cli, ds_helper.run, ds_helper.supervise, ds_helper.streams;"
-            "print('importlib.metadata' in sys.modules)")
+    code = (
+        "import sys, ds_helper.cli, ds_helper.run, ds_helper.supervise, ds_helper.streams;"
+        "print('importlib.metadata' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")
     assert out.stdout.strip() == "False", out.stderr
 
@@ -155,8 +165,7 @@ def test_version_lookup_stays_off_the_per_rank_path() -> None:
 # --- run_mode=inprocess gives __main__ what python gives it (item 15) -----------------------------------------------
 
 
-@pytest.mark.parametrize("given", ["main_globals.py", "./main_globals.py", "ABS", "app", "app/", "app.zip",
-                                   "link.py"])
+@pytest.mark.parametrize("given", ["main_globals.py", "./main_globals.py", "ABS", "app", "app/", "app.zip", "link.py"])
 def test_inprocess_main_module_matches_python(tmp_path: Path, given: str) -> None:
     shutil.copy(SCRIPTS / "main_globals.py", tmp_path)
     (tmp_path / "app").mkdir()

@@ -38,10 +38,25 @@ def _like_nohup_with_a_blocked_signal() -> None:
 
 @pytest.mark.parametrize("mode", PROGRAM_MODES)
 def test_a_program_starts_with_the_signal_state_a_shell_gives(mode: str) -> None:
-    argv = [DS_HELPER, "log.quiet=true", "log.prefix=", *PROGRAM_MODES[mode], "no_python=true", "script=cat",
-            "--", "/proc/self/status"]
-    result = subprocess.run(argv, env=clean_env(), capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                            preexec_fn=_like_nohup_with_a_blocked_signal, timeout=60)
+    argv = [
+        DS_HELPER,
+        "log.quiet=true",
+        "log.prefix=",
+        *PROGRAM_MODES[mode],
+        "no_python=true",
+        "script=cat",
+        "--",
+        "/proc/self/status",
+    ]
+    result = subprocess.run(
+        argv,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=_like_nohup_with_a_blocked_signal,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     # nohup's SIGHUP survives; Python's SIGPIPE/SIGXFSZ do not; nothing is blocked.
     assert _signal_state(result.stdout) == {"SigIgn": 1 << (signal.SIGHUP - 1), "SigBlk": 0}
@@ -49,8 +64,14 @@ def test_a_program_starts_with_the_signal_state_a_shell_gives(mode: str) -> None
 
 def test_a_program_under_mpich_gets_the_signal_state_of_the_bare_program() -> None:
     def state(*command: str) -> Dict[str, int]:
-        result = subprocess.run([MPICH, "-n", "1", *command, "/proc/self/status"], env=clean_env(),
-                                capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+        result = subprocess.run(
+            [MPICH, "-n", "1", *command, "/proc/self/status"],
+            env=clean_env(),
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+        )
         assert result.returncode == 0, result.stderr
         return _signal_state(result.stdout)
 
@@ -59,9 +80,13 @@ def test_a_program_under_mpich_gets_the_signal_state_of_the_bare_program() -> No
 
 @pytest.mark.parametrize("mode", PROGRAM_MODES)
 def test_a_program_piped_into_head_ends_quietly(mode: str) -> None:
-    proc = subprocess.Popen([DS_HELPER, "log.quiet=true", *PROGRAM_MODES[mode], "no_python=true", "script=yes"],
-                            env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [DS_HELPER, "log.quiet=true", *PROGRAM_MODES[mode], "no_python=true", "script=yes"],
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.stdout is not None and proc.stderr is not None
     assert proc.stdout.readline().strip().endswith(b"y")
     proc.stdout.close()  # what `| head -1` does next
@@ -80,8 +105,7 @@ STREAMS: Dict[str, Callable[[], Dict[str, object]]] = {
     "stderr closed": lambda: {"preexec_fn": lambda: os.close(2), "stdout": subprocess.PIPE},
     "stdout full": lambda: {"stdout": open("/dev/full", "wb"), "stderr": subprocess.PIPE},  # noqa: SIM115
     "stderr full": lambda: {"stderr": open("/dev/full", "wb"), "stdout": subprocess.PIPE},  # noqa: SIM115
-    "stdin closed": lambda: {"preexec_fn": lambda: os.close(0), "stdout": subprocess.PIPE,
-                             "stderr": subprocess.PIPE},
+    "stdin closed": lambda: {"preexec_fn": lambda: os.close(0), "stdout": subprocess.PIPE, "stderr": subprocess.PIPE},
 }
 
 
@@ -92,8 +116,7 @@ def _run_with(argv: List[str], streams: str, cwd: Path) -> subprocess.CompletedP
 
 @pytest.mark.parametrize("streams", STREAMS)
 @pytest.mark.parametrize("mode", MODES)
-def test_a_closed_or_failing_stream_never_stops_what_python_would_run(mode: str, streams: str,
-                                                                    tmp_path: Path) -> None:
+def test_a_closed_or_failing_stream_never_stops_what_python_would_run(mode: str, streams: str, tmp_path: Path) -> None:
     script = str(SCRIPTS / "write_marker.py")
     bare = _run_with([sys.executable, "-u", script, str(tmp_path / "bare")], streams, tmp_path)
     ours = _run_with([DS_HELPER, *MODES[mode], script, str(tmp_path / "ours")], streams, tmp_path)
@@ -110,8 +133,16 @@ def test_a_closed_or_failing_stream_never_stops_what_python_would_run(mode: str,
 @pytest.mark.parametrize("command", [["--dry-run", "show.py"], ["--help"], ["--cfg", "job", "show.py"]])
 def test_output_to_a_full_disk_is_one_error_line(command: List[str]) -> None:
     with open("/dev/full", "wb") as full:
-        result = subprocess.run([DS_HELPER, *command], env=clean_env(), cwd=SCRIPTS, stdout=full,
-                                stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL, timeout=60)
+        result = subprocess.run(
+            [DS_HELPER, *command],
+            env=clean_env(),
+            cwd=SCRIPTS,
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+        )
     assert result.returncode == 2
     assert result.stderr == "ds-helper: error: cannot write the output: No space left on device\n"
 
@@ -142,8 +173,16 @@ def _on_a_terminal(argv: List[str], env: Optional[Dict[str, str]] = None) -> tup
     def take_terminal() -> None:
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
-    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env=env or clean_env(), cwd=SCRIPTS,
-                            start_new_session=True, preexec_fn=take_terminal)
+    proc = subprocess.Popen(
+        argv,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env or clean_env(),
+        cwd=SCRIPTS,
+        start_new_session=True,
+        preexec_fn=take_terminal,
+    )
     os.close(slave)
     return proc, master
 
@@ -185,16 +224,27 @@ def test_tee_ctrl_z_stops_the_whole_job_in_a_job_control_shell() -> None:
 
 def test_tee_passes_an_argument_list_longer_than_one_exec_argument_may_be() -> None:
     args = [f"argument-{index:06d}" for index in range(15000)]  # ~250 KiB: over MAX_ARG_STRLEN as one item
-    result = subprocess.run([DS_HELPER, "log.quiet=true", "log.tee=true", "log.prefix=", "show.py", *args],
-                            env=clean_env(), cwd=SCRIPTS, capture_output=True, text=True,
-                            stdin=subprocess.DEVNULL, timeout=120)
+    result = subprocess.run(
+        [DS_HELPER, "log.quiet=true", "log.tee=true", "log.prefix=", "show.py", *args],
+        env=clean_env(),
+        cwd=SCRIPTS,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert json_lines(result.stdout)[0]["argv"] == args
 
 
 def test_tee_output_without_a_newline_appears_as_it_is_written() -> None:
-    proc = subprocess.Popen([DS_HELPER, "log.quiet=true", "log.tee=true", "progress.py"], env=clean_env(),
-                            cwd=SCRIPTS, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [DS_HELPER, "log.quiet=true", "log.tee=true", "progress.py"],
+        env=clean_env(),
+        cwd=SCRIPTS,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
     assert proc.stdout is not None and proc.stdin is not None
     try:
         seen = _read_until(proc.stdout.fileno(), b"step 1/2")
@@ -217,8 +267,14 @@ def test_tee_copies_a_40_mb_line_in_bounded_memory(tmp_path: Path) -> None:
         "print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
     )
     out = tmp_path / "out"
-    measured = subprocess.run([sys.executable, "-c", code, str(size), str(out)], env=clean_env(), cwd=SCRIPTS,
-                              capture_output=True, text=True, timeout=300)
+    measured = subprocess.run(
+        [sys.executable, "-c", code, str(size), str(out)],
+        env=clean_env(),
+        cwd=SCRIPTS,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     code_text, peak_kib = measured.stdout.split()
     assert code_text == "0", measured.stderr
     assert out.read_bytes() == b"[0] " + b"." * size + b"\n"
@@ -226,19 +282,29 @@ def test_tee_copies_a_40_mb_line_in_bounded_memory(tmp_path: Path) -> None:
 
 
 def test_tee_keeps_what_the_scripts_children_write_after_it_exits(tmp_path: Path) -> None:
-    result = subprocess.run([DS_HELPER, "log.quiet=true", "log.tee=true", f"log.dir={tmp_path}", "late_child.py"],
-                            env=clean_env(), cwd=SCRIPTS, capture_output=True, text=True,
-                            stdin=subprocess.DEVNULL, timeout=60)
+    result = subprocess.run(
+        [DS_HELPER, "log.quiet=true", "log.tee=true", f"log.dir={tmp_path}", "late_child.py"],
+        env=clean_env(),
+        cwd=SCRIPTS,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
     assert result.returncode == 0
     assert "[0] parent done\n" in result.stdout and "[0] written late by the child\n" in result.stdout
     assert (tmp_path / "rank-0.out").read_text() == "parent done\nwritten late by the child\n"
 
 
-
 def test_tee_under_nohup_outlives_a_hangup() -> None:
-    proc = subprocess.Popen([DS_HELPER, "log.quiet=true", "log.tee=true", "log.grace=1", "sleeper.py"],
-                            env=clean_env(), cwd=SCRIPTS, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                            preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    proc = subprocess.Popen(
+        [DS_HELPER, "log.quiet=true", "log.tee=true", "log.grace=1", "sleeper.py"],
+        env=clean_env(),
+        cwd=SCRIPTS,
+        stdout=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
     assert proc.stdout is not None
     try:
         assert b"ready" in _read_until(proc.stdout.fileno(), b"ready")
