@@ -9,11 +9,14 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import fields, is_dataclass
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Mapping, NoReturn, Optional
 
 from ds_helper.argv import Request, parse_argv
 from ds_helper.errors import LaunchError
 from ds_helper.schema import Config, LauncherSpec
+
+if TYPE_CHECKING:
+    from ds_helper.plan import Plan
 
 USAGE = "usage: ds-helper [FLAG ...] [OVERRIDE ...] [SCRIPT [ARG ...]] [-- ARG ...]"
 FLAGS = (
@@ -169,8 +172,6 @@ def compose_request(request: Request) -> tuple[Config, List[LauncherSpec]]:
 def run_plan(request: Request, path: str) -> int:
     """``--plan FILE``: the per-rank path. Imports nothing outside the standard library (no compose)."""
     from ds_helper.plan import load_plan
-    from ds_helper.resolve import resolve
-    from ds_helper.run import become
 
     if request.show_cfg:
         raise LaunchError("--cfg cannot be combined with --plan: the plan is composed already (try --dry-run)")
@@ -191,11 +192,33 @@ def run_plan(request: Request, path: str) -> int:
     plan = load_plan(path)
     if request.dry_run:  # a view of the same launch, not a change to it
         plan.dry_run = True
-    launch = resolve(plan, os.environ, request.script_args)
-    become(plan, launch)
+    start_rank(plan, os.environ, request.script_args)
+
+
+def start_rank(plan: Plan, env: Mapping[str, str], extra_args: List[str]) -> NoReturn:
+    """This rank, from its plan: resolve against the environment, then become the script."""
+    from ds_helper.resolve import resolve
+    from ds_helper.run import become
+
+    become(plan, resolve(plan, env, extra_args))
+
+
+def run_env_plan() -> NoReturn:
+    """A rank of a job ds-helper started: the plan is in ``PLAN_VAR``; standard library only, like ``--plan``."""
+    from ds_helper.plan import PLAN_VAR, plan_from_json
+
+    env = dict(os.environ)
+    plan = plan_from_json(env.pop(PLAN_VAR), PLAN_VAR)
+    if not plan.argv:
+        raise LaunchError(f"{PLAN_VAR}: damaged plan: empty command")
+    start_rank(plan, env, [])
 
 
 def run(request: Request) -> int:
+    from ds_helper.plan import PLAN_VAR
+
+    if request == Request() and PLAN_VAR in os.environ:  # a rank of a job ds-helper started (ds_helper.job)
+        run_env_plan()
     if request.help:
         print_help()
         return 0
@@ -220,11 +243,16 @@ def run(request: Request) -> int:
         print(config_yaml(config), end="")
         return 0
 
+    from ds_helper import job
     from ds_helper.plan import make_plan, save_plan
-    from ds_helper.resolve import resolve
-    from ds_helper.run import become
+    from ds_helper.resolve import binding_requested
 
     plan = make_plan(config, candidates)
+    starting = job.starting_spec(plan, config.job, os.environ) if request.save_plan is None else None
+    if starting is not None:
+        job.start_job(plan, starting, config.job, request.script_args, os.environ, binding_requested(plan))
+    if job.declared(config.job):  # under a manager: each rank checks the manager did what job.* says
+        plan = job.with_layout(plan, job.job_shape(config.job))
     if request.save_plan is not None:
         # The script's arguments on this command line belong to the plan; those after -- of `--plan` follow them.
         plan.args = [*plan.args, *request.script_args]
@@ -236,8 +264,7 @@ def run(request: Request) -> int:
                 file=sys.stderr,
             )
         return 0
-    launch = resolve(plan, os.environ, request.script_args)
-    become(plan, launch)
+    start_rank(plan, os.environ, request.script_args)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -14,7 +14,19 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from ds_helper.errors import LaunchError
-from ds_helper.schema import BindSpec, Config, ExportSpec, HostSource, LauncherSpec, LogSpec, MasterSpec
+from ds_helper.schema import (
+    BindSpec,
+    Config,
+    ExportSpec,
+    HostSource,
+    LauncherSpec,
+    LogSpec,
+    MasterSpec,
+    StartSpec,
+)
+
+PLAN_VAR = "DS_HELPER_PLAN"
+"""The one variable that carries a job's plan to every rank (ds_helper.job); never reaches the script."""
 
 PLAN_FORMAT = 1
 """Bumped whenever a field changes meaning; a plan of another format is refused, never half-read."""
@@ -46,6 +58,15 @@ class Plan:
     run_mode: str = "exec"
     in_process_blocker: Optional[str] = None
     """With run_mode=inprocess: why this plan needs a fresh interpreter after all (None: it does not)."""
+    job_ranks: Optional[int] = None
+    """The job's layout (job.* keys, or what ds-helper chose when it started the job): each rank checks the
+    manager placed it so, and derives NODE_RANK from it (resolve.apply_job_layout)."""
+    job_nodes: Optional[int] = None
+    job_ranks_per_node: Optional[int] = None
+    job_hosts: List[str] = field(default_factory=list)
+    """In order; the first one is MASTER_ADDR of a job on several nodes."""
+    job_port: Optional[int] = None
+    """MASTER_PORT chosen once by the job side, the same on every rank."""
 
 
 def _is_str_list(value: Any) -> bool:
@@ -91,6 +112,7 @@ def _build(cls: Any, data: Any, where: str) -> Any:
 def _launcher_from(data: Any, where: str) -> LauncherSpec:
     spec: LauncherSpec = _build(LauncherSpec, data, where)
     spec.hosts = [_build(HostSource, h, f"{where}.hosts") for h in spec.hosts]
+    spec.start = _build(StartSpec, spec.start, f"{where}.start")
     return spec
 
 
@@ -122,6 +144,10 @@ def plan_from_json(text: str, where: str = "plan") -> Plan:
     plan.master = _build(MasterSpec, plan.master, f"{where}.master")
     plan.bind = _build(BindSpec, plan.bind, f"{where}.bind")
     plan.log = _build(LogSpec, plan.log, f"{where}.log")
+    for name in ("job_ranks", "job_nodes", "job_ranks_per_node", "job_port"):
+        value = getattr(plan, name)
+        if value is not None and value < 1:
+            raise LaunchError(f"{where}.{name}: {value} is not a positive number")
     return plan
 
 
