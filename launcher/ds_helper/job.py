@@ -207,9 +207,7 @@ def _fill(template: List[str], **values: object) -> List[str]:
 def _host_args(spec: LauncherSpec, shape: Shape) -> List[str]:
     start = spec.start
     hosts = shape.hosts
-    if not hosts and start.needs_hosts:
-        if (shape.nodes or 1) > 1:
-            raise LaunchError(f"launcher={spec.name} needs the hosts of a job on {shape.nodes} nodes: set job.hosts")
+    if not hosts and start.needs_hosts:  # one node (_shape_args refuses several nodes without hosts)
         hosts = ["localhost"]
     if not hosts:
         return []
