@@ -364,6 +364,8 @@ def start_job(
         if shape.ranks is None:
             raise LaunchError(f"launcher={spec.name}: give job.ranks=N to start N ranks on this machine")
         shape = replace(shape, nodes=1, ranks_per_node=shape.ranks)
+    if binds and (local or (shape.nodes == 1 and not shape.hosts)):
+        layout_rows(plan, shape)  # the ranks run on this machine: a binding that cannot work fails here, once
     port = plan.master.port if plan.master.port is not None else free_port()
     ranks = rank_plan(plan, spec, shape, port, args)
     text = plan_to_json(ranks)
@@ -384,12 +386,16 @@ def start_job(
     if program is None:
         raise LaunchError(f"launcher={spec.name}: {command[0]!r} not found on PATH (job.program=NAME picks another)")
     if not plan.log.quiet:
-        print(f"ds-helper: job of {shape.ranks or 'the allocation'} ranks: {_show(command)}", file=sys.stderr)
+        print(f"ds-helper: job of {_size(shape)}: {_show(command)}", file=sys.stderr)
     sys.stderr.flush()
     try:
         os.execve(program, command, base)
     except OSError as exc:
         raise LaunchError(f"cannot run {program}: {exc.strerror}") from None
+
+
+def _size(shape: Shape) -> str:
+    return "the allocation's ranks" if shape.ranks is None else f"{shape.ranks} ranks"
 
 
 def _show(command: List[str]) -> str:
@@ -428,7 +434,7 @@ def layout_rows(plan: Plan, shape: Shape) -> List[Tuple[str, ...]]:
 
 def print_job(plan: Plan, spec: LauncherSpec, shape: Shape, command: List[str], local: bool, text: str) -> None:
     how = "started by ds-helper itself (no manager)" if local else f"started by {command[0]}"
-    print(f"ds-helper dry run: job of {shape.ranks or 'the allocation'} ranks, launcher={spec.name}, {how}")
+    print(f"ds-helper dry run: job of {_size(shape)}, launcher={spec.name}, {how}")
     nodes = shape.nodes if shape.nodes is not None else "manager decides"
     print(f"  nodes: {nodes}, ranks per node: {shape.ranks_per_node or 'manager decides'}")
     print(f"  MASTER_PORT: {plan.job_port}; the plan ({len(text)} bytes) travels in {PLAN_VAR}")
