@@ -370,3 +370,33 @@ def test_dry_run_shows_the_manager_command_and_the_layout_and_starts_nothing() -
 
 def test_a_local_job_on_several_nodes_is_one_error() -> None:
     assert_user_error(ds("job.nodes=2", "job.ranks=4", "show.py"), "starts ranks on this machine only")
+
+
+def test_every_job_and_start_key_has_one_line_of_help() -> None:
+    from ds_helper.schema import StartSpec, field_help
+
+    for cls in (JobSpec, StartSpec):
+        helps = field_help(cls)
+        assert helps and all(text and "\n" not in text for text in helps.values()), (cls, helps)
+
+
+def test_a_rank_of_a_started_job_loads_no_hydra_omegaconf_or_yaml(tmp_path: Path) -> None:
+    script = tmp_path / "modules.py"
+    script.write_text("import json, os, sys\nprint(json.dumps({'RANK': os.environ['RANK'], 'top': sorted("
+                      "{m.split('.')[0] for m in sys.modules}), 'cli': 'ds_helper.cli' in sys.modules}))\n")
+    # run_mode=inprocess: the script runs in the rank's own ds-helper interpreter and sees what it imported.
+    result = ds("job.ranks=2", "run_mode=inprocess", str(script))
+    assert result.returncode == 0, result.stderr
+    rows = json_lines(result.stdout)
+    assert [r["RANK"] for r in rows] == ["0", "1"] and all(r["cli"] for r in rows)
+    assert all(not {"hydra", "omegaconf", "yaml", "antlr4"} & set(r["top"]) for r in rows), rows
+
+
+def test_a_recipe_carries_the_teams_job_shape(tmp_path: Path) -> None:
+    (tmp_path / "team.yaml").write_text("# @package _global_\ndescription: our nodes\njob:\n  ranks_per_node: 2\n")
+    env = clean_env(DS_HELPER_RECIPE_PATH=str(tmp_path))
+    shown = ds("recipe=team", "launcher=mpich", "job.nodes=2", "job.hosts=[a,b]", "--dry-run", "show.py", env=env)
+    assert shown.returncode == 0, shown.stderr
+    assert "mpiexec -n 4 -ppn 2 -hosts a,b " in shown.stdout
+    result = ds("recipe=team", "job.nodes=1", "show.py", env=env)  # 1 node x 2 ranks, started here
+    assert [r["RANK"] for r in json_lines(result.stdout)] == ["0", "1"], result.stderr
