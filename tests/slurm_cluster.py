@@ -154,9 +154,7 @@ def node_states() -> dict[str, str]:
 def is_up() -> bool:
     """True if our controller answers sinfo and both nodes are usable."""
     states = node_states()
-    return all(
-        states.get(n, "").rstrip("*") in ("idle", "mixed", "allocated") for n in NODES
-    )
+    return all(states.get(n, "").rstrip("*") in ("idle", "mixed", "allocated") for n in NODES)
 
 
 def _free_ports(n: int) -> list[int]:
@@ -304,13 +302,9 @@ def _wait(pred, timeout: float, what: str, procs: list[subprocess.Popen]) -> Non
             return
         for p in procs:
             if p.poll() is not None:
-                raise ClusterError(
-                    f"{what}: {p.args[0]} exited with {p.returncode}\n{_logs()}"
-                )
+                raise ClusterError(f"{what}: {p.args[0]} exited with {p.returncode}\n{_logs()}")
         if time.monotonic() > deadline:
-            raise ClusterError(
-                f"timed out after {timeout:.0f}s waiting for {what}\n{_logs()}"
-            )
+            raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what}\n{_logs()}")
         time.sleep(0.2)
 
 
@@ -323,15 +317,11 @@ def start(timeout: float = START_TIMEOUT) -> dict[str, str]:
     if is_up():
         return client_env()
     if os.geteuid() != 0:
-        raise ClusterError(
-            "the loopback Slurm cluster needs root (slurmd, munged as munge)"
-        )
+        raise ClusterError("the loopback Slurm cluster needs root (slurmd, munged as munge)")
     binaries = {n: _find(n) for n in ("munged", "slurmctld", "slurmd", "sinfo", "srun")}
     missing = [n for n, p in binaries.items() if p is None]
     if missing:
-        raise ClusterError(
-            f"missing binaries {missing}; see the apt-get line in {__file__}"
-        )
+        raise ClusterError(f"missing binaries {missing}; see the apt-get line in {__file__}")
     stop()  # leftovers of a half-started or crashed cluster
     for d in (STATE_DIR, _LOG_DIR, _PID_DIR, STATE_DIR / "ctld", STATE_DIR / "spool"):
         d.mkdir(parents=True, exist_ok=True)
@@ -355,9 +345,7 @@ def start(timeout: float = START_TIMEOUT) -> dict[str, str]:
     )
     _wait(_MUNGE_SOCKET.exists, 15, "the munge socket", [munged])
 
-    ctld = _spawn(
-        "slurmctld", [binaries["slurmctld"], "-D", "-i", "-f", str(SLURM_CONF)]
-    )
+    ctld = _spawn("slurmctld", [binaries["slurmctld"], "-D", "-i", "-f", str(SLURM_CONF)])
     daemons = [munged, ctld]
     for node in NODES:
         (STATE_DIR / "spool" / node).mkdir(exist_ok=True)

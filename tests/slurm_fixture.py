@@ -50,9 +50,7 @@ class SlurmCluster:
     def env(self, base: dict[str, str] | None = None, **extra: str) -> dict[str, str]:
         return slurm_env(base, **extra)
 
-    def srun(
-        self, *args: str, timeout: float = 60, **kw
-    ) -> subprocess.CompletedProcess:
+    def srun(self, *args: str, timeout: float = 60, **kw) -> subprocess.CompletedProcess:
         """Run ``srun *args`` (argv list, never a shell) and capture its output."""
         kw.setdefault("env", self.env())
         kw.setdefault("capture_output", True)

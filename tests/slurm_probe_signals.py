@@ -86,14 +86,10 @@ def finish(proc, log, t0, tag):
     got = [ln for ln in log.read_text().splitlines() if "started" not in ln]
     sigs = sorted({ln.split()[1] for ln in got})
     errs = " | ".join(ln.strip() for ln in err.splitlines())
-    print(
-        f"{tag}: srun rc={proc.returncode} after {dt:.1f}s; task saw {sigs or 'no signal'}; srun stderr: {errs}"
-    )
+    print(f"{tag}: srun rc={proc.returncode} after {dt:.1f}s; task saw {sigs or 'no signal'}; srun stderr: {errs}")
 
 
-def exp_scancel(
-    tmp: Path, tag: str, target: str, args: list[str], linger: float = 8
-) -> None:
+def exp_scancel(tmp: Path, tag: str, target: str, args: list[str], linger: float = 8) -> None:
     proc, log, t0 = launch(tmp, tag, 2, linger)
     jid = job_id_of(tag)
     tgt = jid if target == "job" else f"{jid}.0"
@@ -121,9 +117,7 @@ def exp_exit(tag: str, args: list[str], body: str) -> None:
     )
     errs = " | ".join(ln.strip() for ln in res.stderr.splitlines())
     dt = time.monotonic() - t0
-    print(
-        f"{tag}: srun {' '.join(args)} rc={res.returncode} after {dt:.1f}s; stderr: {errs}"
-    )
+    print(f"{tag}: srun {' '.join(args)} rc={res.returncode} after {dt:.1f}s; stderr: {errs}")
 
 
 def main() -> int:
@@ -134,9 +128,7 @@ def main() -> int:
         exp_scancel(tmp, "cancel-job", "job", [])
         exp_scancel(tmp, "cancel-step-TERM", "step", ["--signal=TERM"], linger=3)
         exp_scancel(tmp, "cancel-job-TERM", "job", ["--signal=TERM"], linger=3)
-        exp_scancel(
-            tmp, "cancel-job-TERM-full", "job", ["--signal=TERM", "--full"], linger=3
-        )
+        exp_scancel(tmp, "cancel-job-TERM-full", "job", ["--signal=TERM", "--full"], linger=3)
         exp_signal_srun(tmp, "srun-SIGTERM", signal.SIGTERM)
         exp_signal_srun(tmp, "srun-SIGINT", signal.SIGINT)
         exp_signal_srun(tmp, "srun-SIGINT-twice", signal.SIGINT, times=2)

@@ -26,9 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import slurm_cluster
 
 OUT_DIR = Path(__file__).resolve().parent / "data" / "env"
-DUMP = (
-    "import json, os; print(json.dumps(dict(os.environ), sort_keys=True), flush=True)"
-)
+DUMP = "import json, os; print(json.dumps(dict(os.environ), sort_keys=True), flush=True)"
 NOISE = {"_", "OLDPWD"}  # set by bash in the batch script; nothing else is dropped
 
 
@@ -85,9 +83,7 @@ def expect_step(env: dict[str, str]) -> dict[str, str | None]:
     world = int(env["SLURM_STEP_NUM_TASKS"])
     node = int(env["SLURM_NODEID"])
     local_world = expand_counts(env["SLURM_STEP_TASKS_PER_NODE"])[node]
-    master = (
-        "127.0.0.1" if local_world == world else first_host(env["SLURM_STEP_NODELIST"])
-    )
+    master = "127.0.0.1" if local_world == world else first_host(env["SLURM_STEP_NODELIST"])
     return {
         "RANK": env["SLURM_PROCID"],
         "LOCAL_RANK": env["SLURM_LOCALID"],
@@ -126,16 +122,12 @@ def run_batch(args: list[str]) -> dict[str, str]:
         return json.loads(out.read_text())
 
 
-def write(
-    name: str, description: str, launcher: str, ranks: list[dict], version: str
-) -> None:
+def write(name: str, description: str, launcher: str, ranks: list[dict], version: str) -> None:
     today = datetime.date.today().isoformat()
     doc = {
         "manager": "slurm",
         "description": f"{description} on the two-node loopback cluster (slurm-wlm {version})",
-        "sources": [
-            f"recorded on a real slurm-wlm {version} cluster by tests/slurm_cluster.py, {today}"
-        ],
+        "sources": [f"recorded on a real slurm-wlm {version} cluster by tests/slurm_cluster.py, {today}"],
         "expect_launcher": launcher,
         "files": {},
         "ranks": ranks,

@@ -17,8 +17,18 @@ def test_first_token_that_is_neither_flag_nor_override_is_the_script() -> None:
 
 
 def test_deepspeed_launcher_helper_flags_mean_the_same_overrides() -> None:
-    argv = ["--launcher", "MPICH", "--module", "--bind_cores_to_rank", "--bind_core_list", "1,3-5,7",
-            "pkg.train", "--deepspeed", "--bind_core_list", "9"]
+    argv = [
+        "--launcher",
+        "MPICH",
+        "--module",
+        "--bind_cores_to_rank",
+        "--bind_core_list",
+        "1,3-5,7",
+        "pkg.train",
+        "--deepspeed",
+        "--bind_core_list",
+        "9",
+    ]
     request = parse_argv(argv)
     assert request.overrides == ["launcher=mpich", "module=true", "bind.policy=cores", "bind.cores='1,3-5,7'"]
     assert request.script == "pkg.train"
@@ -45,13 +55,16 @@ def test_cpu_lists_with_commas_are_quoted_for_hydra() -> None:
     assert parse_argv(["args=[a,b]"]).overrides == ["args=[a,b]"]
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["-m", "a=1"], "multirun is not supported"),
-    (["--multirun"], "multirun is not supported"),
-    (["--frobnicate"], "unknown option --frobnicate"),
-    (["--launcher"], "--launcher needs a value"),
-    (["--cfg", "hydra"], "expected --cfg job"),
-])
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["-m", "a=1"], "multirun is not supported"),
+        (["--multirun"], "multirun is not supported"),
+        (["--frobnicate"], "unknown option --frobnicate"),
+        (["--launcher"], "--launcher needs a value"),
+        (["--cfg", "hydra"], "expected --cfg job"),
+    ],
+)
 def test_flag_errors(argv: list, message: str) -> None:
     with pytest.raises(LaunchError, match=message):
         parse_argv(argv)

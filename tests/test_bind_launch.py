@@ -21,15 +21,26 @@ def affinity(rows: list) -> list:
     return [(r["RANK"], r["cpus"], r["OMP_NUM_THREADS"]) for r in rows]
 
 
+@pytest.mark.mpi
 @needs_two
-@pytest.mark.parametrize("spelling", ["bind.cores=0-1", "bind.cores=0,1", "bind.cores=[0,1]", "bind.cores='0-1'",
-                                      "bind.cores=0-1:1", "bind.cores=[0-1]"])
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "bind.cores=0-1",
+        "bind.cores=0,1",
+        "bind.cores=[0,1]",
+        "bind.cores='0-1'",
+        "bind.cores=0-1:1",
+        "bind.cores=[0-1]",
+    ],
+)
 def test_mpich_two_ranks_on_cores_0_and_1(spelling: str) -> None:
     result = mpich(2, DS_HELPER, "launcher=mpich", "script=show.py", spelling)
     assert result.returncode == 0, result.stderr
     assert affinity(json_lines(result.stdout)) == [("0", [0], "1"), ("1", [1], "1")]
 
 
+@pytest.mark.mpi
 @needs_two
 def test_deepspeed_binding_flags_are_applied_at_last() -> None:
     result = mpich(2, DS_HELPER, "--launcher", "mpich", "--bind_cores_to_rank", "--bind_core_list", "0,1", "show.py")
@@ -39,12 +50,14 @@ def test_deepspeed_binding_flags_are_applied_at_last() -> None:
     assert affinity(json_lines(result.stdout)) == [("0", [0], "1"), ("1", [1], "1")]
 
 
+@pytest.mark.mpi
 @needs_two
 def test_openmpi_with_bind_to_none_gets_ds_helpers_binding() -> None:
     result = openmpi(2, DS_HELPER, "bind.cores=0-1", "show.py")
     assert affinity(json_lines(result.stdout)) == [("0", [0], "1"), ("1", [1], "1")]
 
 
+@pytest.mark.mpi
 @needs_two
 def test_openmpi_default_core_binding_and_a_core_list_outside_it_is_a_clear_error() -> None:
     # Open MPI binds each rank to one core when np <= 2: the interplay is shown, not papered over.
@@ -81,6 +94,7 @@ def test_numa_policy_and_memory_binding_on_this_machine() -> None:
     assert (strict.returncode != 0) == refused  # refused: warning, or an error with bind.strict=true
 
 
+@pytest.mark.mpi
 @needs_two
 def test_dry_run_prints_the_node_table() -> None:
     out = mpich(2, DS_HELPER, "--dry-run", "bind.cores=0-1", "show.py").stdout
@@ -109,6 +123,7 @@ def test_binding_mistakes_are_one_line_and_start_nothing(args: list, fragment: s
     assert_user_error(result, fragment)
 
 
+@pytest.mark.mpi
 def test_more_local_ranks_than_cores_is_an_error_on_every_rank() -> None:
     result = mpich(3, DS_HELPER, "bind.cores=0-1", "show.py")
     assert result.returncode != 0 and result.stderr.count("ds-helper: error: bind.cores") == 3
@@ -116,8 +131,15 @@ def test_more_local_ranks_than_cores_is_an_error_on_every_rank() -> None:
 
 def _plan(**bind: object) -> Plan:
     config = Config(script="show.py", launcher=LauncherSpec(name="auto"), bind=BindSpec(**bind))  # type: ignore[arg-type]
-    launchers = [LauncherSpec(name="slurm", detect=["SLURM_STEP_ID"], rank=["SLURM_PROCID"],
-                              local_rank=["SLURM_LOCALID"], local_world_size=["SLURM_NTASKS_PER_NODE"])]
+    launchers = [
+        LauncherSpec(
+            name="slurm",
+            detect=["SLURM_STEP_ID"],
+            rank=["SLURM_PROCID"],
+            local_rank=["SLURM_LOCALID"],
+            local_world_size=["SLURM_NTASKS_PER_NODE"],
+        )
+    ]
     cwd = os.getcwd()
     os.chdir(Path(__file__).parent / "scripts")
     try:
@@ -126,19 +148,30 @@ def _plan(**bind: object) -> Plan:
         os.chdir(cwd)
 
 
-@pytest.mark.parametrize(("machine", "bind", "expect"), [
-    ("xeon-2s-ht", {"policy": "numa"}, [("0-27,56-83", "1 bind 0"), ("28-55,84-111", "1 bind 1")]),
-    ("xeon-max-9480-flat", {"policy": "numa"}, [("0-55,112-167", "1 preferred 2"), ("56-111,168-223", "1 preferred 3")]),
-    ("xeon-2s-ht", {"policy": "cores", "physical": True}, [("0-27", "1 bind 0"), ("28-55", "1 bind 1")]),
-])
+@pytest.mark.parametrize(
+    ("machine", "bind", "expect"),
+    [
+        ("xeon-2s-ht", {"policy": "numa"}, [("0-27,56-83", "1 bind 0"), ("28-55,84-111", "1 bind 1")]),
+        (
+            "xeon-max-9480-flat",
+            {"policy": "numa"},
+            [("0-55,112-167", "1 preferred 2"), ("56-111,168-223", "1 preferred 3")],
+        ),
+        ("xeon-2s-ht", {"policy": "cores", "physical": True}, [("0-27", "1 bind 0"), ("28-55", "1 bind 1")]),
+    ],
+)
 def test_recorded_machines_through_the_resolver(machine: str, bind: dict, expect: list) -> None:
     from ds_helper.bind.cpuset import format_cpus
 
     topology = read_topology(DATA / "topology" / machine)
     plan = _plan(**bind)
     for local_rank, (cores, memory) in enumerate(expect):
-        env = {"SLURM_STEP_ID": "0", "SLURM_PROCID": str(local_rank), "SLURM_LOCALID": str(local_rank),
-               "SLURM_NTASKS_PER_NODE": "2"}
+        env = {
+            "SLURM_STEP_ID": "0",
+            "SLURM_PROCID": str(local_rank),
+            "SLURM_LOCALID": str(local_rank),
+            "SLURM_NTASKS_PER_NODE": "2",
+        }
         launch = resolve(plan, env, [], read_machine=lambda: (topology, topology.cpus))
         placement = launch.placement
         assert placement is not None and placement.cpus is not None

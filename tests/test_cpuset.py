@@ -149,9 +149,7 @@ def test_format(cpus: list[int], text: str) -> None:
     assert format_cpus(cpus) == text
 
 
-cpu_sets = st.sets(
-    st.integers(min_value=0, max_value=MAX_CPUS - 1), min_size=1, max_size=300
-)
+cpu_sets = st.sets(st.integers(min_value=0, max_value=MAX_CPUS - 1), min_size=1, max_size=300)
 
 
 @given(cpu_sets)
@@ -168,9 +166,7 @@ def test_roundtrip(cpus: set[int]) -> None:
     st.integers(min_value=1, max_value=50),
 )
 def test_stride_matches_range(a: int, length: int, step: int) -> None:
-    assert parse_cpus(f"{a}-{a + length}:{step}") == tuple(
-        range(a, a + length + 1, step)
-    )
+    assert parse_cpus(f"{a}-{a + length}:{step}") == tuple(range(a, a + length + 1, step))
 
 
 def _only_launch_error(value: object) -> None:

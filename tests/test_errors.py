@@ -1,4 +1,4 @@
-"""The README's catalogue of user mistakes, run row by row: each gives exactly its documented message."""
+"""The catalogue of user mistakes in docs/errors.md, run row by row: each gives exactly its documented message."""
 
 from __future__ import annotations
 
@@ -12,15 +12,12 @@ from typing import List, Tuple
 import pytest
 from conftest import DS_HELPER, SCRIPTS, assert_user_error, clean_env
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+CATALOGUE = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
 
 
 def catalogue() -> List[Tuple[str, str, str]]:
-    text = README.read_text()
-    section = text[text.index("## Errors\n") :]
-    section = section[: section.index("\n## ", 5)] if "\n## " in section[5:] else section
     rows = []
-    for line in section.splitlines():
+    for line in CATALOGUE.read_text().splitlines():
         cells = re.findall(r"\| ([^|`]+?|`[^`]*`) (?=\|)", line)
         if len(cells) == 3 and cells[1].startswith("`"):
             rows.append((cells[0], cells[1].strip("`"), cells[2].strip("`")))
@@ -39,8 +36,9 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("errors")
     shutil.copy(SCRIPTS / "show.py", folder)
     (folder / "damaged-plan.json").write_text("{\n")
-    saved = subprocess.run([DS_HELPER, "--save-plan", "plan.json", "show.py"], cwd=folder, env=clean_env(),
-                           capture_output=True, text=True)
+    saved = subprocess.run(
+        [DS_HELPER, "--save-plan", "plan.json", "show.py"], cwd=folder, env=clean_env(), capture_output=True, text=True
+    )
     assert saved.returncode == 0, saved.stderr
     return folder
 
@@ -53,8 +51,15 @@ def test_documented_message(workdir: Path, mistake: str, command: str, message: 
         name, _, value = words.pop(0).partition("=")
         env[name] = value
     before = sorted(p.name for p in workdir.iterdir())
-    result = subprocess.run([DS_HELPER, *words[1:]], cwd=workdir, env=env, capture_output=True, text=True,
-                            stdin=subprocess.DEVNULL, timeout=120)
+    result = subprocess.run(
+        [DS_HELPER, *words[1:]],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
     assert result.returncode == 2, (mistake, result.stderr)
     line = assert_user_error(result)
     pattern = ".*".join(re.escape(part) for part in message.split("…"))

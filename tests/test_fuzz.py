@@ -7,6 +7,7 @@ import os
 import re
 from pathlib import Path
 
+from conftest import plan_for
 from ds_helper.argv import parse_argv
 from ds_helper.cli import check_override_keys
 from ds_helper.errors import LaunchError
@@ -15,20 +16,47 @@ from ds_helper.plan import plan_from_json, plan_to_json
 from ds_helper.resolve import resolve
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_resolve import plan_for
 
 FUZZ = settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
 PACKAGE = Path(__file__).resolve().parent.parent / "launcher"
 PLAN = plan_for()
-NAMES = sorted({name for spec in PLAN.launchers for field in ("detect", "rank", "local_rank", "world_size",
-                                                               "local_world_size", "node_rank")
-                for name in getattr(spec, field)} | {"SLURM_STEP_TASKS_PER_NODE", "SLURM_STEP_NODELIST",
-                                                       "MASTER_ADDR", "MASTER_PORT", "SLURM_JOB_ID"})
-VALUES = st.one_of(st.integers(-5, 10).map(str), st.sampled_from(["", " ", "01", "1e3", "2(x3),1", "99999999999999999999",
-                                                                   "node[1-4]", "-", "１"]), st.text(max_size=30))
-TOKENS = st.one_of(st.text(max_size=40), st.sampled_from(["--", "-m", "--cfg", "job", "--launcher", "mpich", "script=x",
-                                                           "env.A=1", "~env.B", "bind.cores=0,1", "--plan", "x.json",
-                                                           "--save-plan", "--dry-run", "--bind_core_list", "+x=y"]))
+NAMES = sorted(
+    {
+        name
+        for spec in PLAN.launchers
+        for field in ("detect", "rank", "local_rank", "world_size", "local_world_size", "node_rank")
+        for name in getattr(spec, field)
+    }
+    | {"SLURM_STEP_TASKS_PER_NODE", "SLURM_STEP_NODELIST", "MASTER_ADDR", "MASTER_PORT", "SLURM_JOB_ID"}
+)
+VALUES = st.one_of(
+    st.integers(-5, 10).map(str),
+    st.sampled_from(["", " ", "01", "1e3", "2(x3),1", "99999999999999999999", "node[1-4]", "-", "１"]),
+    st.text(max_size=30),
+)
+TOKENS = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(
+        [
+            "--",
+            "-m",
+            "--cfg",
+            "job",
+            "--launcher",
+            "mpich",
+            "script=x",
+            "env.A=1",
+            "~env.B",
+            "bind.cores=0,1",
+            "--plan",
+            "x.json",
+            "--save-plan",
+            "--dry-run",
+            "--bind_core_list",
+            "+x=y",
+        ]
+    ),
+)
 
 
 @FUZZ
@@ -72,9 +100,11 @@ def test_host_and_count_lists(text: str, index: int) -> None:
             pass
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                    max_leaves=20)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
 
 
 @FUZZ
@@ -107,7 +137,11 @@ def test_plan_loader_on_damaged_real_plans(data: st.DataObject) -> None:
 
 def test_no_shell_and_no_code_execution_anywhere_in_the_package() -> None:
     forbidden = re.compile(r"shell\s*=\s*True|os\.system\(|os\.popen\(|\beval\(|(?<![.\w])exec\(|__import__\(")
-    offenders = [f"{path.name}:{number}" for path in PACKAGE.glob("*.py")
-                 for number, line in enumerate(path.read_text().splitlines(), 1) if forbidden.search(line)]
+    offenders = [
+        f"{path.name}:{number}"
+        for path in PACKAGE.glob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if forbidden.search(line)
+    ]
     assert offenders == []
     assert os.path.isdir(PACKAGE)

@@ -7,8 +7,15 @@ from ds_helper.hostlist import count_at, first_host, first_in_lines, first_in_wo
 
 @pytest.mark.parametrize(
     ("text", "first"),
-    [("node1", "node1"), ("node[1-4]", "node1"), ("node[01-04,07],gpu-a[1-2]", "node01"),
-     ("gpu-a[7,9-12]", "gpu-a7"), ("rack[2-3]-n[05-06]", "rack2-n05"), (" a , b ", "a"), ("x[010]", "x010")],
+    [
+        ("node1", "node1"),
+        ("node[1-4]", "node1"),
+        ("node[01-04,07],gpu-a[1-2]", "node01"),
+        ("gpu-a[7,9-12]", "gpu-a7"),
+        ("rack[2-3]-n[05-06]", "rack2-n05"),
+        (" a , b ", "a"),
+        ("x[010]", "x010"),
+    ],
 )
 def test_first_host(text: str, first: str) -> None:
     assert first_host(text) == first
@@ -24,8 +31,10 @@ def test_huge_host_list_is_not_expanded() -> None:
     assert first_host("n[0-999999999999]") == "n0"
 
 
-@pytest.mark.parametrize(("text", "index", "count"), [("4", 0, 4), ("2(x3),1", 2, 2), ("2(x3),1", 3, 1),
-                                                      ("1,2,3", 1, 2), ("8(x100000000)", 99999999, 8)])
+@pytest.mark.parametrize(
+    ("text", "index", "count"),
+    [("4", 0, 4), ("2(x3),1", 2, 2), ("2(x3),1", 3, 1), ("1,2,3", 1, 2), ("8(x100000000)", 99999999, 8)],
+)
 def test_count_at(text: str, index: int, count: int) -> None:
     assert count_at(text, index) == count
 

@@ -17,11 +17,22 @@ def _same_view(rows: list) -> list:
     return [{k: v for k, v in row.items() if k not in ("pid", "unbuffered")} for row in rows]
 
 
+@pytest.mark.mpi
 def test_script_sees_the_same_ranks_arguments_env_and_affinity_under_mpich() -> None:
     views = []
     for mode in MODES:
-        result = mpich(2, DS_HELPER, mode, "env.EXTRA=a b", "~env.HOME", "bind.cores=0-1", "show.py", "--lr", "3e-4",
-                       env=clean_env(SHOW_ALSO="EXTRA,HOME"))
+        result = mpich(
+            2,
+            DS_HELPER,
+            mode,
+            "env.EXTRA=a b",
+            "~env.HOME",
+            "bind.cores=0-1",
+            "show.py",
+            "--lr",
+            "3e-4",
+            env=clean_env(SHOW_ALSO="EXTRA,HOME"),
+        )
         assert result.returncode == 0, result.stderr
         views.append(_same_view(json_lines(result.stdout)))
     assert views[0] == views[1]
@@ -31,7 +42,8 @@ def test_script_sees_the_same_ranks_arguments_env_and_affinity_under_mpich() -> 
 def test_module_mode_and_exit_codes() -> None:
     for mode in MODES:
         assert json_lines(ds(mode, "module=true", "script=pkg.hello", "--", "x").stdout) == [
-            {"module": "__main__", "argv": ["x"], "RANK": "0"}]
+            {"module": "__main__", "argv": ["x"], "RANK": "0"}
+        ]
         assert ds(mode, "exit_with.py", "3").returncode == 3
 
 
@@ -44,8 +56,14 @@ def test_an_uncaught_exception_prints_pythons_traceback_and_exits_1() -> None:
 
 def test_ctrl_c_ends_the_script_by_sigint_as_python_does() -> None:
     for mode in MODES:
-        proc = subprocess.Popen([DS_HELPER, "log.quiet=true", mode, "sleeper.py"], cwd=SCRIPTS, env=clean_env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [DS_HELPER, "log.quiet=true", mode, "sleeper.py"],
+            cwd=SCRIPTS,
+            env=clean_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert proc.stdout is not None and proc.stdout.readline().startswith("ready")
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
@@ -59,11 +77,14 @@ def test_a_user_module_named_like_ds_helpers_package_is_the_users(tmp_path) -> N
     assert result.stdout == "user\n", result.stderr
 
 
-@pytest.mark.parametrize(("setting", "reason"), [
-    (["no_python=true", "script=true"], "no_python=true runs a program"),
-    (["log.tee=true", "script=show.py"], "log.tee=true needs a supervising process"),
-    (["env.PYTHONHASHSEED=0", "script=show.py"], "env sets PYTHONHASHSEED"),
-])
+@pytest.mark.parametrize(
+    ("setting", "reason"),
+    [
+        (["no_python=true", "script=true"], "no_python=true runs a program"),
+        (["log.tee=true", "script=show.py"], "log.tee=true needs a supervising process"),
+        (["env.PYTHONHASHSEED=0", "script=show.py"], "env sets PYTHONHASHSEED"),
+    ],
+)
 def test_the_dry_run_says_when_a_fresh_interpreter_is_needed(setting: list, reason: str) -> None:
     result = ds("--dry-run", "run_mode=inprocess", *setting)
     assert f"the script runs by exec ({reason}" in result.stdout, result.stdout
@@ -80,7 +101,13 @@ def test_unknown_run_mode() -> None:
 
 def test_saved_plan_keeps_the_mode(tmp_path) -> None:
     saved = tmp_path / "plan.json"
-    subprocess.run([DS_HELPER, "run_mode=inprocess", "--save-plan", str(saved), "show.py"], cwd=SCRIPTS,
-                   env=clean_env(), capture_output=True, text=True, check=True)
+    subprocess.run(
+        [DS_HELPER, "run_mode=inprocess", "--save-plan", str(saved), "show.py"],
+        cwd=SCRIPTS,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     plan = json.loads(saved.read_text())
     assert plan["plan"]["run_mode"] == "inprocess" and plan["plan"]["in_process_blocker"] is None

@@ -68,11 +68,16 @@ def test_hostfile_slots_give_ranks_per_node_unless_job_ranks_per_node_says_other
     assert job_shape(JobSpec(hostfile="h"), read_file=lambda _: text) == Shape(8, 2, 4, ["node1", "node2"])
     assert job_shape(JobSpec(hostfile="h", ranks=4), read_file=lambda _: text) == Shape(4, 1, 4, ["node1"])
     assert job_shape(JobSpec(hostfile="h", ranks_per_node=1), read_file=lambda _: text) == Shape(
-        2, 2, 1, ["node1", "node2"])
+        2, 2, 1, ["node1", "node2"]
+    )
     uneven = "a slots=4\nb slots=2\n"
     with pytest.raises(LaunchError, match="slots differ \\(a slots=4, b slots=2\\); set job.ranks_per_node"):
         job_shape(JobSpec(hostfile="h"), read_file=lambda _: uneven)
-    for bad, fragment in (("a slots=x\n", "h:1: 'slots=x'"), ("a\na\n", "h:2: host a is listed twice"), ("#\n", "no hosts")):
+    for bad, fragment in (
+        ("a slots=x\n", "h:1: 'slots=x'"),
+        ("a\na\n", "h:2: host a is listed twice"),
+        ("#\n", "no hosts"),
+    ):
         with pytest.raises(LaunchError, match=fragment):
             parse_hostfile(bad, "h")
 
@@ -93,34 +98,109 @@ TWO_BY_TWO = JobSpec(ranks=4, hosts=["n1", "n2"])
     ("name", "job", "binds", "expected"),
     [
         # MPICH mpiexec.adoc; DeepSpeed's MPICHRunner (shared/reference/deepspeed-launcher.md 4.3).
-        ("mpich", TWO_BY_TWO, True,
-         ["mpiexec", "-n", "4", "-ppn", "2", "-hosts", "n1,n2", "-bind-to", "none", "-genv", PLAN_VAR, "{PLAN}"]),
+        (
+            "mpich",
+            TWO_BY_TWO,
+            True,
+            ["mpiexec", "-n", "4", "-ppn", "2", "-hosts", "n1,n2", "-bind-to", "none", "-genv", PLAN_VAR, "{PLAN}"],
+        ),
         # Intel MPI mpiexec.hydra, as DeepSpeed's IMPIRunner spells it (4.4): -ppn, -hosts, -genv I_MPI_PIN 0.
-        ("impi", TWO_BY_TWO, True,
-         ["mpiexec.hydra", "-n", "4", "-ppn", "2", "-hosts", "n1,n2", "-genv", "I_MPI_PIN", "0", "-genv", PLAN_VAR,
-          "{PLAN}"]),
+        (
+            "impi",
+            TWO_BY_TWO,
+            True,
+            [
+                "mpiexec.hydra",
+                "-n",
+                "4",
+                "-ppn",
+                "2",
+                "-hosts",
+                "n1,n2",
+                "-genv",
+                "I_MPI_PIN",
+                "0",
+                "-genv",
+                PLAN_VAR,
+                "{PLAN}",
+            ],
+        ),
         # Open MPI mpirun -H host:slots, --map-by ppr:N:node, -x NAME (docs/launching-apps/scheduling.rst).
-        ("openmpi", TWO_BY_TWO, True,
-         ["mpirun", "-n", "4", "--map-by", "ppr:2:node", "-H", "n1:2,n2:2", "--bind-to", "none", "-x", PLAN_VAR]),
+        (
+            "openmpi",
+            TWO_BY_TWO,
+            True,
+            ["mpirun", "-n", "4", "--map-by", "ppr:2:node", "-H", "n1:2,n2:2", "--bind-to", "none", "-x", PLAN_VAR],
+        ),
         # MVAPICH2 user guide: mpirun_rsh -np 4 n1 n1 n2 n2 NAME=VALUE prog.
         ("mvapich", TWO_BY_TWO, False, ["mpirun_rsh", "-np", "4", "n1", "n1", "n2", "n2", f"{PLAN_VAR}={{PLAN}}"]),
         # srun(1): --ntasks, --nodes, --ntasks-per-node, --export=ALL,NAME.
-        ("slurm", JobSpec(nodes=2, ranks_per_node=2), True,
-         ["srun", "--ntasks", "4", "--nodes", "2", "--ntasks-per-node", "2", "--cpu-bind=none",
-          f"--export=ALL,{PLAN_VAR}"]),
-        ("slurm", TWO_BY_TWO, False,
-         ["srun", "--ntasks", "4", "--ntasks-per-node", "2", "--nodelist", "n1,n2", f"--export=ALL,{PLAN_VAR}"]),
+        (
+            "slurm",
+            JobSpec(nodes=2, ranks_per_node=2),
+            True,
+            [
+                "srun",
+                "--ntasks",
+                "4",
+                "--nodes",
+                "2",
+                "--ntasks-per-node",
+                "2",
+                "--cpu-bind=none",
+                f"--export=ALL,{PLAN_VAR}",
+            ],
+        ),
+        (
+            "slurm",
+            TWO_BY_TWO,
+            False,
+            ["srun", "--ntasks", "4", "--ntasks-per-node", "2", "--nodelist", "n1,n2", f"--export=ALL,{PLAN_VAR}"],
+        ),
         # ALCF's PALS job scripts: mpiexec -n N --ppn P --hosts ... --env NAME=VALUE --cpu-bind none.
-        ("pals", TWO_BY_TWO, True,
-         ["mpiexec", "-n", "4", "--ppn", "2", "--hosts", "n1,n2", "--cpu-bind", "none", "--env",
-          f"{PLAN_VAR}={{PLAN}}"]),
+        (
+            "pals",
+            TWO_BY_TWO,
+            True,
+            [
+                "mpiexec",
+                "-n",
+                "4",
+                "--ppn",
+                "2",
+                "--hosts",
+                "n1,n2",
+                "--cpu-bind",
+                "none",
+                "--env",
+                f"{PLAN_VAR}={{PLAN}}",
+            ],
+        ),
         # jsrun: one resource set per rank, --rs_per_host per node, -E NAME=VALUE.
-        ("lsf", JobSpec(ranks=8, nodes=2), False,
-         ["jsrun", "--tasks_per_rs", "1", "--nrs", "8", "--rs_per_host", "4", "-E", f"{PLAN_VAR}={{PLAN}}"]),
+        (
+            "lsf",
+            JobSpec(ranks=8, nodes=2),
+            False,
+            ["jsrun", "--tasks_per_rs", "1", "--nrs", "8", "--rs_per_host", "4", "-E", f"{PLAN_VAR}={{PLAN}}"],
+        ),
         # flux run -n -N --tasks-per-node --env=NAME=VALUE (flux-core job-param, job-env-rules).
-        ("flux", JobSpec(ranks=8, nodes=2), True,
-         ["flux", "run", "-n", "8", "-N", "2", "--tasks-per-node=4", "-o", "cpu-affinity=off",
-          f"--env={PLAN_VAR}={{PLAN}}"]),
+        (
+            "flux",
+            JobSpec(ranks=8, nodes=2),
+            True,
+            [
+                "flux",
+                "run",
+                "-n",
+                "8",
+                "-N",
+                "2",
+                "--tasks-per-node=4",
+                "-o",
+                "cpu-affinity=off",
+                f"--env={PLAN_VAR}={{PLAN}}",
+            ],
+        ),
     ],
 )
 def test_start_command_matches_the_managers_documented_command_line(
@@ -188,7 +268,8 @@ def test_mpich_on_two_nodes_gets_node_rank_master_addr_and_the_jobs_port_from_th
     plan = _plan("mpich", job_ranks=4, job_nodes=2, job_ranks_per_node=2, job_hosts=["n1", "n2"], job_port=31234)
     got = [_exports(plan, env) for env in envs]
     assert [(g["RANK"], g["LOCAL_RANK"], g["NODE_RANK"], g["MASTER_ADDR"], g["MASTER_PORT"]) for g in got] == [
-        (str(r), str(r % 2), str(r // 2), "n1", "31234") for r in range(4)]
+        (str(r), str(r % 2), str(r // 2), "n1", "31234") for r in range(4)
+    ]
     without = [_exports(_plan("mpich"), env) for env in envs]  # today, without the job side: unknown
     assert all("NODE_RANK" not in g and "MASTER_ADDR" not in g for g in without)
 
@@ -197,8 +278,9 @@ def test_master_addr_and_port_settings_still_win_over_the_jobs_choice() -> None:
     env = _recorded("mpich-hydra-pmi-port-2x2")[3]
     from ds_helper.schema import MasterSpec
 
-    plan = _plan("mpich", job_ranks_per_node=2, job_hosts=["n1", "n2"], job_port=31234,
-                 master=MasterSpec(addr="head", port=4242))
+    plan = _plan(
+        "mpich", job_ranks_per_node=2, job_hosts=["n1", "n2"], job_port=31234, master=MasterSpec(addr="head", port=4242)
+    )
     assert (_exports(plan, env)["MASTER_ADDR"], _exports(plan, env)["MASTER_PORT"]) == ("head", "4242")
     assert _exports(_plan("mpich", job_port=31234), {**env, "MASTER_PORT": "99"}).get("MASTER_PORT") is None
 
@@ -221,8 +303,10 @@ def test_a_job_value_the_manager_contradicts_is_one_error_naming_both(job: Dict[
 def test_a_rank_placed_round_robin_is_refused_naming_both_layouts() -> None:
     env = dict(_recorded("slurm-2node")[1])
     env.update(SLURM_PROCID="1", SLURM_LOCALID="0", SLURM_NODEID="1")  # srun -m cyclic: rank 1 first on node 1
-    with pytest.raises(LaunchError, match="rank 1 is local rank 0 .* block layout of job.ranks_per_node=2 puts it "
-                                          "at local rank 1 of node 0"):
+    with pytest.raises(
+        LaunchError,
+        match="rank 1 is local rank 0 .* block layout of job.ranks_per_node=2 puts it at local rank 1 of node 0",
+    ):
         resolve(_plan("slurm", job_ranks_per_node=2), env, [])
 
 
@@ -243,7 +327,8 @@ def test_local_job_gives_every_rank_the_same_variables_as_a_manager_would(ranks:
     assert result.returncode == 0, result.stderr
     rows = json_lines(result.stdout)
     assert [(r["RANK"], r["LOCAL_RANK"], r["WORLD_SIZE"], r["LOCAL_WORLD_SIZE"], r["NODE_RANK"]) for r in rows] == [
-        (str(i), str(i), str(ranks), str(ranks), "0") for i in range(ranks)]
+        (str(i), str(i), str(ranks), str(ranks), "0") for i in range(ranks)
+    ]
     assert {r["MASTER_ADDR"] for r in rows} == {"127.0.0.1"} and len({r["MASTER_PORT"] for r in rows}) == 1
     assert all(r["argv"] == ["--lr", "3e-4"] and r[PLAN_VAR] is None for r in rows)
     assert result.stderr.count("launcher=local:") == 1, result.stderr
@@ -251,8 +336,10 @@ def test_local_job_gives_every_rank_the_same_variables_as_a_manager_would(ranks:
 
 def test_the_scripts_environment_carries_nothing_of_ds_helpers_own(tmp_path: Path) -> None:
     script = tmp_path / "names.py"
-    script.write_text("import os, json\nprint(json.dumps({'RANK': os.environ['RANK'], 'ours': sorted("
-                      "n for n in os.environ if n.startswith('DS_HELPER'))}))\n")
+    script.write_text(
+        "import os, json\nprint(json.dumps({'RANK': os.environ['RANK'], 'ours': sorted("
+        "n for n in os.environ if n.startswith('DS_HELPER'))}))\n"
+    )
     result = ds("launcher=local", "job.ranks=2", str(script))
     assert result.returncode == 0, result.stderr
     assert [r["ours"] for r in json_lines(result.stdout)] == [[], []]
@@ -268,8 +355,15 @@ def test_local_job_runs_a_torch_gloo_all_reduce_over_four_ranks() -> None:
 
 
 def _start(argv: List[str], env: Dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(argv, cwd=SCRIPTS, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, text=True)
+    return subprocess.Popen(
+        argv,
+        cwd=SCRIPTS,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
 
 
 def _wait_for(proc: subprocess.Popen[str], word: str, count: int, timeout: float = 120) -> str:
@@ -286,8 +380,9 @@ def _wait_for(proc: subprocess.Popen[str], word: str, count: int, timeout: float
 
 
 @pytest.mark.parametrize(("fail", "code"), [({"FAIL_CODE": "5"}, 5), ({"FAIL_CODE": "0", "FAIL_SIGNAL": "KILL"}, 137)])
-def test_a_failing_rank_stops_the_others_and_its_code_is_the_jobs(tmp_path: Path, fail: Dict[str, str],
-                                                                 code: int) -> None:
+def test_a_failing_rank_stops_the_others_and_its_code_is_the_jobs(
+    tmp_path: Path, fail: Dict[str, str], code: int
+) -> None:
     env = clean_env(SIGNAL_DIR=str(tmp_path), FAIL_RANK="2", **fail)
     result = ds("job.ranks=4", "log.quiet=true", "one_fails.py", env=env, timeout=120)
     assert result.returncode == code, result.stdout + result.stderr
@@ -346,8 +441,17 @@ def test_kill_9_of_ds_helper_leaves_no_rank_behind() -> None:
 def test_two_jobs_started_together_both_succeed_on_different_ports() -> None:
     pytest.importorskip("torch", reason="torch==2.13.0 is installed by .ci/run")
     argv = [DS_HELPER, "job.ranks=2", "log.quiet=true", "gloo_allreduce.py"]
-    jobs = [subprocess.Popen([*argv], cwd=SCRIPTS, env=clean_env(SHOW_ALSO="MASTER_PORT"), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    jobs = [
+        subprocess.Popen(
+            [*argv],
+            cwd=SCRIPTS,
+            env=clean_env(SHOW_ALSO="MASTER_PORT"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outputs = [job.communicate(timeout=300) for job in jobs]
     assert [job.returncode for job in jobs] == [0, 0], outputs
     assert all([r["sum"] for r in json_lines(out)] == [3.0, 3.0] for out, _ in outputs)
@@ -357,14 +461,19 @@ def test_two_jobs_started_together_both_succeed_on_different_ports() -> None:
 
 
 def test_dry_run_shows_the_manager_command_and_the_layout_and_starts_nothing() -> None:
-    result = ds("launcher=mpich", "job.ranks=4", "job.hosts=[node1,node2]", "bind.policy=cores", "--dry-run",
-                "show.py", "a")
+    result = ds(
+        "launcher=mpich", "job.ranks=4", "job.hosts=[node1,node2]", "bind.policy=cores", "--dry-run", "show.py", "a"
+    )
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert f"command: mpiexec -n 4 -ppn 2 -hosts node1,node2 -bind-to none -genv {PLAN_VAR} ${PLAN_VAR} " in out
-    table = out[out.index("rank  node"):].splitlines()
+    table = out[out.index("rank  node") :].splitlines()
     assert [line.split()[:4] for line in table[1:5]] == [
-        ["0", "0", "node1", "0"], ["1", "0", "node1", "1"], ["2", "1", "node2", "0"], ["3", "1", "node2", "1"]]
+        ["0", "0", "node1", "0"],
+        ["1", "0", "node1", "1"],
+        ["2", "1", "node2", "0"],
+        ["3", "1", "node2", "1"],
+    ]
     assert '{"RANK"' not in out and "each rank runs:" in out and out.rstrip().endswith("show.py a")
 
 
@@ -373,17 +482,19 @@ def test_a_local_job_on_several_nodes_is_one_error() -> None:
 
 
 def test_every_job_and_start_key_has_one_line_of_help() -> None:
-    from ds_helper.schema import StartSpec, field_help
+    from ds_helper.schema import StartSpec, key_help
 
     for cls in (JobSpec, StartSpec):
-        helps = field_help(cls)
+        helps = key_help(cls)
         assert helps and all(text and "\n" not in text for text in helps.values()), (cls, helps)
 
 
 def test_a_rank_of_a_started_job_loads_no_hydra_omegaconf_or_yaml(tmp_path: Path) -> None:
     script = tmp_path / "modules.py"
-    script.write_text("import json, os, sys\nprint(json.dumps({'RANK': os.environ['RANK'], 'top': sorted("
-                      "{m.split('.')[0] for m in sys.modules}), 'cli': 'ds_helper.cli' in sys.modules}))\n")
+    script.write_text(
+        "import json, os, sys\nprint(json.dumps({'RANK': os.environ['RANK'], 'top': sorted("
+        "{m.split('.')[0] for m in sys.modules}), 'cli': 'ds_helper.cli' in sys.modules}))\n"
+    )
     # run_mode=inprocess: the script runs in the rank's own ds-helper interpreter and sees what it imported.
     result = ds("job.ranks=2", "run_mode=inprocess", str(script))
     assert result.returncode == 0, result.stderr

@@ -13,16 +13,21 @@ from conftest import DS_HELPER, MPICH, OPENMPI, SCRIPTS, assert_user_error, clea
 
 MPICH_JOB = ["launcher=mpich", f"job.program={MPICH}"]
 # Hydra's ssh launcher, with a stand-in for ssh: node1 and node2 are this machine (/etc/hosts, tests/SLURM.md).
-TWO_NODES = [*MPICH_JOB, "job.hosts=[node1,node2]",
-             f"job.manager_args=[-launcher,ssh,-launcher-exec,{SCRIPTS / 'ssh_standin.py'}]"]
+TWO_NODES = [
+    *MPICH_JOB,
+    "job.hosts=[node1,node2]",
+    f"job.manager_args=[-launcher,ssh,-launcher-exec,{SCRIPTS / 'ssh_standin.py'}]",
+]
 OPENMPI_JOB = ["launcher=openmpi", f"job.program={OPENMPI}", "job.manager_args=[--allow-run-as-root,--oversubscribe]"]
 
 
 def _layout(result: subprocess.CompletedProcess[str]) -> List[Tuple[str, ...]]:
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json_lines(result.stdout)
-    return [(r["RANK"], r["LOCAL_RANK"], r["NODE_RANK"], r["LOCAL_WORLD_SIZE"], r["WORLD_SIZE"], r["MASTER_ADDR"])
-            for r in rows]
+    return [
+        (r["RANK"], r["LOCAL_RANK"], r["NODE_RANK"], r["LOCAL_WORLD_SIZE"], r["WORLD_SIZE"], r["MASTER_ADDR"])
+        for r in rows
+    ]
 
 
 def _one_port(result: subprocess.CompletedProcess[str]) -> None:
@@ -55,8 +60,7 @@ def test_gloo_all_reduce_over_four_ranks_on_two_mpich_nodes() -> None:
     result = ds(*TWO_NODES, "job.ranks=4", "gloo_allreduce.py", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json_lines(result.stdout)
-    assert [(r["rank"], r["world"], r["sum"], r["local_rank"]) for r in rows] == [
-        (r, 4, 10.0, r % 2) for r in range(4)]
+    assert [(r["rank"], r["world"], r["sum"], r["local_rank"]) for r in rows] == [(r, 4, 10.0, r % 2) for r in range(4)]
 
 
 @pytest.mark.mpi
@@ -80,8 +84,14 @@ def _hydra_openers(argv: List[str], tmp_path: Path) -> Dict[int, int]:
 
     package = os.path.dirname(hydra.__file__)
     trace = tmp_path / "trace"
-    result = subprocess.run(["strace", "-f", "-qq", "-e", "trace=open,openat", "-o", str(trace), *argv],
-                            cwd=SCRIPTS, env=clean_env(), capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        ["strace", "-f", "-qq", "-e", "trace=open,openat", "-o", str(trace), *argv],
+        cwd=SCRIPTS,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(json_lines(result.stdout)) == 4
     opened: Dict[int, int] = {}
@@ -102,8 +112,14 @@ def test_hydra_is_imported_once_per_job_never_per_rank(tmp_path: Path) -> None:
 
 @pytest.mark.slurm
 def test_slurm_job_outside_an_allocation(slurm_cluster) -> None:
-    result = ds("launcher=slurm", "job.nodes=2", "job.ranks_per_node=2", "show.py", env=slurm_cluster.env(clean_env()),
-                timeout=180)
+    result = ds(
+        "launcher=slurm",
+        "job.nodes=2",
+        "job.ranks_per_node=2",
+        "show.py",
+        env=slurm_cluster.env(clean_env()),
+        timeout=180,
+    )
     assert _layout(result) == [(str(r), str(r % 2), str(r // 2), "2", "4", "node1") for r in range(4)]
     _one_port(result)
     assert "srun --ntasks 4 --nodes 2 --ntasks-per-node 2 --export=ALL,DS_HELPER_PLAN" in result.stderr
@@ -115,17 +131,25 @@ def test_slurm_job_inside_sbatch_takes_the_allocations_shape(slurm_cluster, tmp_
     batch.write_text(f"#!/bin/sh\nexec {DS_HELPER} launcher=slurm show.py\n")
     batch.chmod(0o755)
     out = tmp_path / "out"
-    result = subprocess.run(["sbatch", "-N", "2", "--ntasks-per-node=2", "--wait", "-o", str(out), str(batch)],
-                            cwd=SCRIPTS, env=slurm_cluster.env(clean_env()), capture_output=True, text=True,
-                            timeout=300)
+    result = subprocess.run(
+        ["sbatch", "-N", "2", "--ntasks-per-node=2", "--wait", "-o", str(out), str(batch)],
+        cwd=SCRIPTS,
+        env=slurm_cluster.env(clean_env()),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     text = out.read_text()
     assert result.returncode == 0, (result.stderr, text)
     rows = json_lines(text)
     assert [(r["RANK"], r["LOCAL_RANK"], r["NODE_RANK"], r["WORLD_SIZE"], r["MASTER_ADDR"]) for r in rows] == [
-        (str(r), str(r % 2), str(r // 2), "4", "node1") for r in range(4)]
+        (str(r), str(r % 2), str(r // 2), "4", "node1") for r in range(4)
+    ]
     assert len({r["MASTER_PORT"] for r in rows}) == 1
 
 
 def test_a_missing_manager_program_is_one_error() -> None:
-    assert_user_error(ds("launcher=mpich", "job.program=no-such-mpiexec", "job.ranks=2", "show.py"),
-                      "'no-such-mpiexec' not found on PATH")
+    assert_user_error(
+        ds("launcher=mpich", "job.program=no-such-mpiexec", "job.ranks=2", "show.py"),
+        "'no-such-mpiexec' not found on PATH",
+    )

@@ -18,8 +18,15 @@ PYTHON = ["python3", "-u"]
 
 
 def _start(argv: list, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(argv, cwd=SCRIPTS, env=env or clean_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True)
+    return subprocess.Popen(
+        argv,
+        cwd=SCRIPTS,
+        env=env or clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
 
 
 def _wait_for(proc: subprocess.Popen, word: str, count: int, timeout: float = 60) -> str:
@@ -49,6 +56,7 @@ def _alive_with(token: str) -> list:
     return found
 
 
+@pytest.mark.mpi
 @pytest.mark.parametrize("manager", MANAGERS)
 def test_a_rank_killed_by_a_signal_is_reported_as_for_bare_python(manager: str) -> None:
     bare = RUNNERS[manager](2, *PYTHON, "kill_self.py", "KILL")
@@ -58,10 +66,12 @@ def test_a_rank_killed_by_a_signal_is_reported_as_for_bare_python(manager: str) 
     assert marker in bare.stdout + bare.stderr and marker in ours.stdout + ours.stderr
 
 
+@pytest.mark.mpi
 @pytest.mark.parametrize("manager", MANAGERS)
 def test_sigterm_to_the_manager_reaches_every_ranks_handler(manager: str, tmp_path: Path) -> None:
-    proc = _start([*MANAGERS[manager], DS_HELPER, "log.quiet=true", "on_sigterm.py"],
-                  env=clean_env(SIGNAL_DIR=str(tmp_path)))
+    proc = _start(
+        [*MANAGERS[manager], DS_HELPER, "log.quiet=true", "on_sigterm.py"], env=clean_env(SIGNAL_DIR=str(tmp_path))
+    )
     _wait_for(proc, "ready", 2)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
@@ -80,6 +90,7 @@ def test_sigint_ends_the_script_exactly_as_it_ends_bare_python() -> None:
     assert codes[0] == codes[1] == (-signal.SIGINT, True)
 
 
+@pytest.mark.mpi
 @pytest.mark.parametrize("manager", MANAGERS)
 def test_kill_9_of_the_job_leaves_no_process_behind(manager: str) -> None:
     token = f"ds-helper-test-{uuid.uuid4().hex}"
@@ -97,23 +108,41 @@ def test_kill_9_of_the_job_leaves_no_process_behind(manager: str) -> None:
     assert left == []
 
 
+@pytest.mark.mpi
 @pytest.mark.parametrize("manager", MANAGERS)
 def test_stdin_stdout_and_stderr_behave_as_for_bare_python(manager: str) -> None:
     argv = [*MANAGERS[manager][:-1], "1"]
-    results = [subprocess.run([*argv, *cmd, "echo_io.py"], cwd=SCRIPTS, env=clean_env(), input="hello\n",
-                              capture_output=True, text=True, timeout=60)
-               for cmd in (PYTHON, [DS_HELPER, "log.quiet=true"])]
+    results = [
+        subprocess.run(
+            [*argv, *cmd, "echo_io.py"],
+            cwd=SCRIPTS,
+            env=clean_env(),
+            input="hello\n",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        for cmd in (PYTHON, [DS_HELPER, "log.quiet=true"])
+    ]
     assert [(r.returncode, r.stdout, r.stderr) for r in results][0] == [
-        (r.returncode, r.stdout, r.stderr) for r in results][1]
+        (r.returncode, r.stdout, r.stderr) for r in results
+    ][1]
     assert results[1].stdout == "stdin: hello\n" and "to stderr" in results[1].stderr
 
 
 def test_inherited_descriptors_stay_open_for_the_script() -> None:
     read, write = os.pipe()
     try:
-        result = subprocess.run([DS_HELPER, "log.quiet=true", "echo_io.py"], cwd=SCRIPTS, input="x\n",
-                                env=clean_env(WRITE_FD=str(write)), pass_fds=(write,), capture_output=True,
-                                text=True, timeout=60)
+        result = subprocess.run(
+            [DS_HELPER, "log.quiet=true", "echo_io.py"],
+            cwd=SCRIPTS,
+            input="x\n",
+            env=clean_env(WRITE_FD=str(write)),
+            pass_fds=(write,),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         os.close(write)
         assert result.returncode == 0, result.stderr
         assert os.read(read, 1000) == b"through an inherited descriptor\n"
@@ -124,6 +153,7 @@ def test_inherited_descriptors_stay_open_for_the_script() -> None:
 # --- per-rank logs ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.mpi
 def test_log_dir_sends_each_ranks_output_to_its_files(tmp_path: Path) -> None:
     result = mpich(2, DS_HELPER, f"log.dir={tmp_path}/logs", "echo_io.py", "--no-stdin")
     assert result.returncode == 0 and "stdin" not in result.stdout
@@ -131,19 +161,29 @@ def test_log_dir_sends_each_ranks_output_to_its_files(tmp_path: Path) -> None:
     assert sorted(p.name for p in logs.iterdir()) == ["rank-0.err", "rank-0.out", "rank-1.err", "rank-1.out"]
     assert (logs / "rank-1.out").read_text() == "stdin: "
     assert (logs / "rank-1.err").read_text() == "to stderr\n"
-    named = mpich(2, DS_HELPER, f"log.dir={tmp_path}/n", "log.out='out.{node_rank}.{local_rank}'", "log.err='e{rank}'",
-                  "echo_io.py", "--no-stdin")
+    named = mpich(
+        2,
+        DS_HELPER,
+        f"log.dir={tmp_path}/n",
+        "log.out='out.{node_rank}.{local_rank}'",
+        "log.err='e{rank}'",
+        "echo_io.py",
+        "--no-stdin",
+    )
     assert named.returncode == 0
     assert sorted(p.name for p in (tmp_path / "n").iterdir()) == ["e0", "e1", "out.0.0", "out.0.1"]
 
 
-@pytest.mark.parametrize(("override", "fragment"), [
-    ("log.out='{host}.out'", "bad placeholder 'host'"),
-    ("log.out=../escape", "a file name inside log.dir"),
-    ("log.err=a/b", "a file name inside log.dir"),
-    ("log.dir=", "log.dir is empty"),
-    ("log.grace=-1", "must not be negative"),
-])
+@pytest.mark.parametrize(
+    ("override", "fragment"),
+    [
+        ("log.out='{host}.out'", "bad placeholder 'host'"),
+        ("log.out=../escape", "a file name inside log.dir"),
+        ("log.err=a/b", "a file name inside log.dir"),
+        ("log.dir=", "log.dir is empty"),
+        ("log.grace=-1", "must not be negative"),
+    ],
+)
 def test_log_mistakes(override: str, fragment: str, tmp_path: Path) -> None:
     result = ds(override, *([] if override.startswith("log.dir") else [f"log.dir={tmp_path}"]), "show.py")
     assert result.returncode == 2 and fragment in result.stderr and list(tmp_path.iterdir()) == []
@@ -152,6 +192,7 @@ def test_log_mistakes(override: str, fragment: str, tmp_path: Path) -> None:
 # --- the tee supervisor ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.mpi
 def test_tee_prefixes_every_line_and_keeps_the_files(tmp_path: Path) -> None:
     result = mpich(2, DS_HELPER, "log.tee=true", f"log.dir={tmp_path}", "echo_io.py", "--no-stdin")
     assert result.returncode == 0

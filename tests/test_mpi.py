@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from conftest import DS_HELPER, json_lines, mpich, openmpi
 
+pytestmark = pytest.mark.mpi
+
 MANAGERS = {"mpich": mpich, "openmpi": openmpi}
 
 
@@ -16,7 +18,9 @@ def test_two_ranks_see_their_ranks_and_the_users_arguments(manager: str, launche
     assert result.returncode == 0, result.stderr
     rows = json_lines(result.stdout)
     assert [(r["RANK"], r["LOCAL_RANK"], r["WORLD_SIZE"], r["LOCAL_WORLD_SIZE"], r["NODE_RANK"]) for r in rows] == [
-        ("0", "0", "2", "2", "0"), ("1", "1", "2", "2", "0")]
+        ("0", "0", "2", "2", "0"),
+        ("1", "1", "2", "2", "0"),
+    ]
     assert all(r["argv"] == ["--lr", "3e-4"] and r["MASTER_ADDR"] == "127.0.0.1" for r in rows)
     assert rows[0]["MASTER_PORT"] == rows[1]["MASTER_PORT"]
     # The command is logged once, by rank 0.
@@ -32,9 +36,28 @@ def test_module_mode_under_mpi(manager: str) -> None:
 
 def test_deepspeed_mpich_runner_command_line_works_with_ds_helper_in_place_of_launcher_helper() -> None:
     # DeepSpeed's MPICHRunner: mpirun ... -genv WORLD_SIZE .. -genv LOCAL_SIZE .. <helper> --launcher mpich script args
-    result = mpich(2, "-genv", "MASTER_ADDR", "127.0.0.1", "-genv", "MASTER_PORT", "29611", "-genv", "WORLD_SIZE",
-                   "2", "-genv", "LOCAL_SIZE", "2", DS_HELPER, "--launcher", "mpich", "show.py", "--deepspeed",
-                   "--bind_core_list", "9")
+    result = mpich(
+        2,
+        "-genv",
+        "MASTER_ADDR",
+        "127.0.0.1",
+        "-genv",
+        "MASTER_PORT",
+        "29611",
+        "-genv",
+        "WORLD_SIZE",
+        "2",
+        "-genv",
+        "LOCAL_SIZE",
+        "2",
+        DS_HELPER,
+        "--launcher",
+        "mpich",
+        "show.py",
+        "--deepspeed",
+        "--bind_core_list",
+        "9",
+    )
     assert result.returncode == 0, result.stderr
     rows = json_lines(result.stdout)
     assert [(r["RANK"], r["LOCAL_RANK"], r["MASTER_PORT"]) for r in rows] == [("0", "0", "29611"), ("1", "1", "29611")]
@@ -57,6 +80,7 @@ def test_user_error_on_every_rank_fails_the_job_with_one_line_each(manager: str)
     assert "Traceback" not in result.stderr and json_lines(result.stdout) == []
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("manager", MANAGERS)
 def test_torch_gloo_all_reduce_across_two_ranks_with_no_extra_settings(manager: str) -> None:
     pytest.importorskip("torch", reason="torch==2.13.0 is installed by .ci/run")

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import enum
 import os
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from ds_helper import bind
 from ds_helper.bind.cpuset import format_cpus
 from ds_helper.bind.placement import (
     BindSpec,
     Placement,
     format_layout_table,
     layout,
-    numactl_prefix,
-    place,
 )
 from ds_helper.bind.topology import Topology, read_topology, usable_cpus
 from ds_helper.errors import LaunchError
@@ -59,22 +57,14 @@ def rows(
     out = []
     for p in placements:
         cores = "-" if p.cpus is None else format_cpus(p.cpus)
-        mem = (
-            "-"
-            if p.mem_policy is None
-            else f"{p.mem_policy} {format_cpus(p.mem_nodes)}"
-        )
+        mem = "-" if p.mem_policy is None else f"{p.mem_policy} {format_cpus(p.mem_nodes)}"
         out.append((cores, mem, p.env.get("OMP_NUM_THREADS", "-")))
     return out
 
 
-def lay(
-    name: str, lws: int, env: dict[str, str] | None = None, **spec: Any
-) -> list[Placement]:
+def lay(name: str, lws: int, env: dict[str, str] | None = None, **spec: Any) -> list[Placement]:
     t = topo(name)
-    return layout(
-        BindSpec(**spec), local_world_size=lws, topology=t, usable=t.cpus, env=env or {}
-    )
+    return layout(BindSpec(**spec), local_world_size=lws, topology=t, usable=t.cpus, env=env or {})
 
 
 # ------------------------------------------------------------------------------- expected layouts: 'cores'
@@ -227,15 +217,11 @@ def _canon(expected: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
     """Let expectations use any parse_cpus spelling (e.g. strides) for readability."""
     from ds_helper.bind.cpuset import parse_cpus
 
-    return [
-        (c if c == "-" else format_cpus(parse_cpus(c)), m, t) for c, m, t in expected
-    ]
+    return [(c if c == "-" else format_cpus(parse_cpus(c)), m, t) for c, m, t in expected]
 
 
 @pytest.mark.parametrize(("name", "lws", "spec", "expected"), EXPECTED_CORES)
-def test_cores_layouts(
-    name: str, lws: int, spec: dict[str, Any], expected: list[tuple[str, str, str]]
-) -> None:
+def test_cores_layouts(name: str, lws: int, spec: dict[str, Any], expected: list[tuple[str, str, str]]) -> None:
     assert rows(name, lws, policy="cores", **spec) == _canon(expected)
 
 
@@ -404,9 +390,7 @@ EXPECTED_NUMA = [
 
 
 @pytest.mark.parametrize(("name", "lws", "spec", "expected"), EXPECTED_NUMA)
-def test_numa_layouts(
-    name: str, lws: int, spec: dict[str, Any], expected: list[tuple[str, str, str]]
-) -> None:
+def test_numa_layouts(name: str, lws: int, spec: dict[str, Any], expected: list[tuple[str, str, str]]) -> None:
     assert rows(name, lws, policy="numa", **spec) == _canon(expected)
 
 
@@ -417,41 +401,30 @@ def test_policy_none_leaves_everything_alone() -> None:
     assert notes == ["bind.cores ignored: bind.policy is none"]
 
 
-def test_place_is_the_layout_row() -> None:
+def test_each_rank_keeps_its_own_row_of_the_node_layout() -> None:
     t = topo("xeon-2s-ht-snc2")
     spec = BindSpec(policy="numa")
     full = layout(spec, local_world_size=8, topology=t, usable=t.cpus, env={})
     for r in range(8):
-        assert (
-            place(
-                spec,
-                local_rank=r,
-                local_world_size=8,
-                topology=t,
-                usable=t.cpus,
-                env={},
-            )
-            == full[r]
+        got = bind.for_rank(
+            spec,
+            local_rank=r,
+            local_world_size=8,
+            launcher="mpich",
+            env={},
+            dry_run=False,
+            read_machine=lambda: (t, t.cpus),
         )
+        assert got.placement == full[r] and got.table == format_layout_table(full)
 
 
 def test_notes_report_unused_and_span() -> None:
     notes = lay("xeon-2s-ht", 3, policy="cores")[1].notes
-    assert (
-        "CPUs 54-55,110-111 unused (bind.remainder=drop, bind.physical=False)" in notes
-    )
-    assert (
-        "local rank 1: cores span NUMA nodes 0-1: memory left to the kernel (first touch)"
-        in notes
-    )
-    assert (
-        "NUMA node(s) 3 unused (bind.remainder=drop)"
-        in lay("epyc-nps4", 3, policy="numa")[0].notes
-    )
+    assert "CPUs 54-55,110-111 unused (bind.remainder=drop, bind.physical=False)" in notes
+    assert "local rank 1: cores span NUMA nodes 0-1: memory left to the kernel (first touch)" in notes
+    assert "NUMA node(s) 3 unused (bind.remainder=drop)" in lay("epyc-nps4", 3, policy="numa")[0].notes
     uneven = lay("epyc-nps4", 6, policy="numa")[0].notes
-    assert (
-        "6 local ranks on 4 NUMA nodes: the first 2 node(s) get one rank more" in uneven
-    )
+    assert "6 local ranks on 4 NUMA nodes: the first 2 node(s) get one rank more" in uneven
 
 
 # ------------------------------------------------------------------------------------- usable-set handling
@@ -469,43 +442,21 @@ def test_default_cores_are_the_usable_ones() -> None:
     notes = lay("xeon-2s-ht", 1, policy="cores")[0].notes
     assert not any("may use" in n for n in notes)
     t = topo("xeon-2s-ht")
-    p = place(
-        BindSpec(policy="cores"),
-        local_rank=0,
-        local_world_size=1,
-        topology=t,
-        usable=range(8),
-        env={},
-    )
-    assert (
-        "this process may use 8 of 112 online CPUs (0-7); binding stays inside that set"
-        in p.notes
-    )
+    p = layout(BindSpec(policy="cores"), local_world_size=1, topology=t, usable=range(8), env={})[0]
+    assert "this process may use 8 of 112 online CPUs (0-7); binding stays inside that set" in p.notes
 
 
 def test_physical_picks_one_usable_thread_per_core() -> None:
     # Only the second hardware threads are usable: physical still gets one thread per core.
-    got = rows(
-        "xeon-2s-ht", 2, usable=tuple(range(56, 112)), policy="cores", physical=True
-    )
+    got = rows("xeon-2s-ht", 2, usable=tuple(range(56, 112)), policy="cores", physical=True)
     assert got == [("56-83", "bind 0", "28"), ("84-111", "bind 1", "28")]
 
 
 def test_requested_cores_not_usable() -> None:
     t = topo("xeon-2s-ht")
     with pytest.raises(LaunchError) as info:
-        place(
-            BindSpec(policy="cores", cores="0-7"),
-            local_rank=0,
-            local_world_size=1,
-            topology=t,
-            usable=range(4),
-            env={},
-        )
-    assert (
-        str(info.value)
-        == "bind.cores: CPUs 4-7 are not usable by this process (usable: 0-3)"
-    )
+        layout(BindSpec(policy="cores", cores="0-7"), local_world_size=1, topology=t, usable=range(4), env={})
+    assert str(info.value) == "bind.cores: CPUs 4-7 are not usable by this process (usable: 0-3)"
     with pytest.raises(
         LaunchError,
         match=r"^bind.cores: CPUs 64-79 are not usable by this process \(usable: 0-1\)$",
@@ -524,9 +475,7 @@ def test_live_machine_layout() -> None:
         env={},
     )
     assert sorted(c for p in placements for c in p.cpus or ()) == sorted(usable)
-    if hasattr(
-        os, "sched_setaffinity"
-    ):  # the placement is something the kernel accepts
+    if hasattr(os, "sched_setaffinity"):  # the placement is something the kernel accepts
         before = os.sched_getaffinity(0)
         try:
             os.sched_setaffinity(0, placements[0].cpus or before)
@@ -663,26 +612,8 @@ def test_errors(name: str, lws: int, spec: dict[str, Any], message: str) -> None
 
 def test_bad_rank_arguments() -> None:
     t = topo("this-vm")
-    with pytest.raises(LaunchError, match="local rank 2 is outside 0..2-1"):
-        place(
-            BindSpec(),
-            local_rank=2,
-            local_world_size=2,
-            topology=t,
-            usable=t.cpus,
-            env={},
-        )
-    with pytest.raises(
-        LaunchError, match="local world size must be a positive integer, got 0"
-    ):
+    with pytest.raises(LaunchError, match="local world size must be a positive integer, got 0"):
         layout(BindSpec(), local_world_size=0, topology=t, usable=t.cpus, env={})
-
-
-def test_enum_values_accepted() -> None:
-    class Policy(str, enum.Enum):
-        numa = "numa"
-
-    assert rows("this-vm", 2, policy=Policy.numa) == [("0", "-", "1"), ("1", "-", "1")]
 
 
 # -------------------------------------------------------------------------------------------------- env
@@ -692,10 +623,7 @@ def test_omp_threads_kept_when_user_set_it() -> None:
     placements = lay("xeon-2s-ht", 2, env={"OMP_NUM_THREADS": "4"}, policy="cores")
     assert all("OMP_NUM_THREADS" not in p.env for p in placements)
     assert "OMP_NUM_THREADS kept at 4 (set by user)" in placements[0].notes
-    assert all(
-        "OMP_NUM_THREADS" not in p.env
-        for p in lay("xeon-2s-ht", 2, policy="cores", omp_threads=False)
-    )
+    assert all("OMP_NUM_THREADS" not in p.env for p in lay("xeon-2s-ht", 2, policy="cores", omp_threads=False))
 
 
 def test_gpus_count_list_and_vendors() -> None:
@@ -748,16 +676,9 @@ def test_kmp_affinity_note_or_error() -> None:
     )
     assert p.notes == [note]
     assert lay("this-vm", 2, env=env)[0].notes == []  # no binding, no conflict
-    assert (
-        lay("this-vm", 2, env={"KMP_AFFINITY": "disabled"}, policy="cores")[0].notes
-        == []
-    )
+    assert lay("this-vm", 2, env={"KMP_AFFINITY": "disabled"}, policy="cores")[0].notes == []
     ok = {"KMP_AFFINITY": "granularity=fine,proclist=[0],explicit"}
-    assert (
-        lay("this-vm", 1, env=ok, policy="cores")[0]
-        .notes[0]
-        .startswith("KMP_AFFINITY=")
-    )
+    assert lay("this-vm", 1, env=ok, policy="cores")[0].notes[0].startswith("KMP_AFFINITY=")
     bad = {"KMP_AFFINITY": "granularity=fine,proclist=[0,{1}],explicit"}
     with pytest.raises(LaunchError) as info:
         lay("this-vm", 2, env=bad, policy="cores")
@@ -770,7 +691,7 @@ def test_kmp_affinity_note_or_error() -> None:
 # ------------------------------------------------------------------------------------------------ output
 
 
-def test_table_and_numactl_prefix() -> None:
+def test_table_and_memory_policies() -> None:
     placements = lay("xeon-max-9480-flat", 2, policy="numa", gpus=2)
     expected = [
         "local rank  cores                 memory       GPU  threads",
@@ -779,16 +700,13 @@ def test_table_and_numactl_prefix() -> None:
         "note: each rank sees its GPU(s) renumbered from 0 (CUDA_VISIBLE_DEVICES): use device 0, not LOCAL_RANK",
     ]
     assert format_layout_table(placements).splitlines() == expected
-    assert numactl_prefix(placements[0]) == ["numactl", "--preferred=2"]
-    assert numactl_prefix(lay("xeon-max-9480-flat", 1, policy="numa")[0]) == [
-        "numactl",
-        "--preferred-many=2-3",
-    ]
-    assert numactl_prefix(lay("xeon-2s-ht-snc2", 2, policy="numa")[1]) == [
-        "numactl",
-        "--membind=2-3",
-    ]
-    assert numactl_prefix(lay("this-vm", 2, policy="numa")[0]) == []
+    assert (placements[0].mem_policy, placements[0].mem_nodes) == ("preferred", (2,))
+    flat = lay("xeon-max-9480-flat", 1, policy="numa")[0]
+    assert (flat.mem_policy, flat.mem_nodes) == ("preferred", (2, 3))
+    snc = lay("xeon-2s-ht-snc2", 2, policy="numa")[1]
+    assert (snc.mem_policy, snc.mem_nodes) == ("bind", (2, 3))
+    single = lay("this-vm", 2, policy="numa")[0]
+    assert (single.mem_policy, single.mem_nodes) == (None, ())
     assert (
         format_layout_table(lay("this-vm", 1))
         == "local rank  cores  memory  GPU  threads\n0           -      -       -    -"
@@ -807,17 +725,13 @@ def test_table_and_numactl_prefix() -> None:
     remainder=st.sampled_from(["drop", "spread"]),
     data=st.data(),
 )
-def test_layout_invariants(
-    name: str, lws: int, policy: str, physical: bool, remainder: str, data: Any
-) -> None:
+def test_layout_invariants(name: str, lws: int, policy: str, physical: bool, remainder: str, data: Any) -> None:
     t = topo(name)
     usable = data.draw(st.sets(st.sampled_from(t.cpus), min_size=1))
     spec = BindSpec(policy=policy, physical=physical, remainder=remainder)
     start = time.perf_counter()
     try:
-        placements = layout(
-            spec, local_world_size=lws, topology=t, usable=sorted(usable), env={}
-        )
+        placements = layout(spec, local_world_size=lws, topology=t, usable=sorted(usable), env={})
     except LaunchError as exc:
         assert "\n" not in str(exc)
         return
@@ -853,9 +767,7 @@ def test_layout_invariants(
     policy=st.sampled_from(["none", "cores", "numa", "bogus"]),
     lws=st.integers(min_value=1, max_value=8),
 )
-def test_random_specs_only_launch_error(
-    cores: object, gpus: object, policy: str, lws: int
-) -> None:
+def test_random_specs_only_launch_error(cores: object, gpus: object, policy: str, lws: int) -> None:
     t = topo("xeon-2s-ht")
     try:
         layout(

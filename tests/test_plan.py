@@ -14,13 +14,24 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
-from conftest import DATA, DS_HELPER, SCRIPTS, assert_user_error, clean_env, ds, json_lines, mpich, openmpi
+from conftest import (
+    DATA,
+    DS_HELPER,
+    SCRIPTS,
+    assert_user_error,
+    clean_env,
+    ds,
+    inside,
+    json_lines,
+    load_recorded,
+    mpich,
+    openmpi,
+)
 from ds_helper.argv import parse_argv
 from ds_helper.cli import compose_request
 from ds_helper.errors import LaunchError
 from ds_helper.plan import PLAN_FORMAT, Plan, make_plan, plan_from_json, plan_to_json
 from ds_helper.resolve import resolve
-from test_resolve import _in, load_recorded
 
 HEAVY = {"hydra", "omegaconf", "yaml", "antlr4"}
 
@@ -43,7 +54,7 @@ SUBPROCESS_ENVS = ["mpich-hydra-2ranks", "openmpi-4-2ranks", "pals-pbs-mpiexec-2
 
 def plan_for(*args: str) -> Plan:
     """The plan the command line ``ds-helper ARGS`` makes, as the CLI makes it (env.* included)."""
-    with _in(SCRIPTS):
+    with inside(SCRIPTS):
         return make_plan(*compose_request(parse_argv(list(args))))
 
 
@@ -118,11 +129,14 @@ def test_real_ranks_start_from_a_plan(manager: str, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     rows = json_lines(result.stdout)
     assert [(r["RANK"], r["LOCAL_RANK"], r["WORLD_SIZE"], r["NODE_RANK"]) for r in rows] == [
-        ("0", "0", "2", "0"), ("1", "1", "2", "0")]
+        ("0", "0", "2", "0"),
+        ("1", "1", "2", "0"),
+    ]
     assert all(r["argv"] == ["--lr", "3e-4", "x"] and r["MASTER_ADDR"] == "127.0.0.1" for r in rows)
     assert result.stderr.count(f"launcher={manager}:") == 1, result.stderr
 
 
+@pytest.mark.mpi
 def test_exit_code_passes_through_a_plan_under_mpi(tmp_path: Path) -> None:
     plan_file = tmp_path / "plan.json"
     assert ds("script=exit_with.py", "--save-plan", str(plan_file), "--", "3").returncode == 0
@@ -149,8 +163,7 @@ def test_a_plan_run_loads_no_hydra_omegaconf_or_yaml(saved_plan: Path) -> None:
         "    assert exc.code == 0, exc.code\n"
         "print(json.dumps(sorted(sys.modules)))\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=SCRIPTS,
-                            env=clean_env())
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=SCRIPTS, env=clean_env())
     assert result.returncode == 0, result.stderr
     modules = set(json.loads(result.stdout.splitlines()[-1]))
     assert "ds_helper.resolve" in modules and "ds_helper.run" in modules  # the plan path really ran
@@ -158,9 +171,31 @@ def test_a_plan_run_loads_no_hydra_omegaconf_or_yaml(saved_plan: Path) -> None:
     assert "ds_helper.compose" not in modules
 
 
+@pytest.mark.parametrize(("overrides", "loaded"), [([], []), (["bind.cores=0"], ["placement", "topology"])])
+def test_binding_modules_load_only_when_binding_is_asked_for(tmp_path: Path, overrides: list, loaded: list) -> None:
+    path = tmp_path / "plan.json"
+    assert ds("script=show.py", *overrides, "--save-plan", str(path)).returncode == 0
+    code = (
+        "import json, os, sys\n"
+        "from ds_helper.plan import load_plan\n"
+        "from ds_helper.resolve import resolve\n"
+        f"resolve(load_plan({str(path)!r}), os.environ, [])\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('ds_helper.bind.'))))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=SCRIPTS, env=clean_env())
+    assert result.returncode == 0, result.stderr
+    modules = {name.rsplit(".", 1)[-1] for name in json.loads(result.stdout)}
+    assert set(loaded) <= modules and (loaded or not modules), modules
+
+
 def test_importtime_of_a_plan_run_has_no_hydra_line(saved_plan: Path) -> None:
-    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "ds_helper.cli", "--plan", str(saved_plan),
-                             "--dry-run"], capture_output=True, text=True, cwd=SCRIPTS, env=clean_env())
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "ds_helper.cli", "--plan", str(saved_plan), "--dry-run"],
+        capture_output=True,
+        text=True,
+        cwd=SCRIPTS,
+        env=clean_env(),
+    )
     assert result.returncode == 0, result.stderr
     imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "import time:" in line]
     assert "ds_helper.resolve" in imported

@@ -160,6 +160,7 @@ def test_a_debug_recipe_launches_nothing(tmp_path: Path) -> None:
     assert json_lines(result.stdout) == [] and "dry run" in (result.stdout + result.stderr).lower()
 
 
+@pytest.mark.mpi
 def test_a_recipe_from_a_flat_team_folder_under_real_mpich(team: Path) -> None:
     env = team_env(team, SHOW_ALSO="FROM_BASE")
     result = mpich(2, DS_HELPER, "recipe=ourjob", "script=show.py", "--", "x", env=env)
@@ -210,8 +211,9 @@ def test_check_of_a_folder_reports_one_line_per_problem(tmp_path: Path) -> None:
     write(tmp_path, "uses_good", "# @package _global_\ndefaults: [good]\n")  # bases from the checked folder
     result = ds("--check", str(tmp_path))
     assert result.returncode == 2
-    assert sorted(result.stdout.split()) == sorted(["ok", str(tmp_path / "good.yaml"), "ok",
-                                                    str(tmp_path / "uses_good.yaml")])
+    assert sorted(result.stdout.split()) == sorted(
+        ["ok", str(tmp_path / "good.yaml"), "ok", str(tmp_path / "uses_good.yaml")]
+    )
     errors = [line for line in result.stderr.splitlines() if line.startswith("ds-helper: error: ")]
     assert len(errors) == 2 and "bad1.yaml:1: Value 'maybe'" in errors[0] and "bad2.yaml:" in errors[1]
 
@@ -261,13 +263,17 @@ def test_recipes_are_data(tmp_path: Path, text: str, fragment: str) -> None:
 
 
 def test_harmless_resolvers_are_allowed(tmp_path: Path) -> None:
-    write(tmp_path, "ok", """\
+    write(
+        tmp_path,
+        "ok",
+        """\
         # @package _global_
         env:
           A: ${oc.env:RECIPE_TEST_VALUE,fallback}
           B: ${oc.select:master.port,none}
           C: ${oc.decode:'"x"'}
-        """)
+        """,
+    )
     out = cfg("recipe=ok", "show.py", env=team_env(tmp_path, RECIPE_TEST_VALUE="from-env"))
     assert "A: from-env" in out and "B: null" in out and "C: x" in out
 
@@ -298,6 +304,7 @@ def test_a_mistake_inside_a_recipe_names_its_file_and_line_at_launch(team: Path)
     assert_user_error(ds("recipe=typo2", "show.py", env=team_env(team)), "launcher=mpihc: no such option")
 
 
+@pytest.mark.mpi
 def test_a_recipe_saved_into_a_plan_starts_ranks_without_composing(tmp_path: Path, team: Path) -> None:
     plan = tmp_path / "plan.json"
     saved = ds("recipe=ourjob", "script=show.py", "--save-plan", str(plan), env=team_env(team))
@@ -313,12 +320,16 @@ BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
 )
 
 
-@pytest.mark.parametrize(("text", "fragment"), [
-    ("# @package _global_\nenv:\n  X: '1'\n" + BOMB, "values once YAML aliases are expanded"),
-    ("# @package _global_\nargs: " + "[" * 500 + "]" * 500 + "\n", "nested deeper than"),
-    ("# @package _global_\nargs: " + "[" * 70 + "]" * 70 + "\n", "nested deeper than 64 levels"),
-    ("# @package _global_\ndescription: '" + "x" * (1 << 20) + "'\n", "larger than"),
-], ids=["anchor-bomb", "deep-500", "deep-70", "huge-file"])
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("# @package _global_\nenv:\n  X: '1'\n" + BOMB, "values once YAML aliases are expanded"),
+        ("# @package _global_\nargs: " + "[" * 500 + "]" * 500 + "\n", "nested deeper than"),
+        ("# @package _global_\nargs: " + "[" * 70 + "]" * 70 + "\n", "nested deeper than 64 levels"),
+        ("# @package _global_\ndescription: '" + "x" * (1 << 20) + "'\n", "larger than"),
+    ],
+    ids=["anchor-bomb", "deep-500", "deep-70", "huge-file"],
+)
 def test_hostile_yaml_is_refused_quickly(tmp_path: Path, text: str, fragment: str) -> None:
     path = tmp_path / "hostile.yaml"
     path.write_text(text)

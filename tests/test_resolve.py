@@ -2,62 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import os
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, List
 
 import pytest
-from conftest import DATA, SCRIPTS
-from ds_helper.compose import compose_config
+from conftest import DATA, load_recorded, plan_for
 from ds_helper.errors import LaunchError
-from ds_helper.plan import Plan, make_plan, plan_from_json, plan_to_json
+from ds_helper.plan import Plan, plan_from_json, plan_to_json
 from ds_helper.resolve import resolve
 
 EXPORTED = ["RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK", "MASTER_ADDR"]
 ENV_FILES = sorted((DATA / "env").glob("*.json"))
 
 
-@contextmanager
-def _in(directory: Path) -> Iterator[None]:
-    before = os.getcwd()
-    os.chdir(directory)
-    try:
-        yield
-    finally:
-        os.chdir(before)
-
-
-def plan_for(*overrides: str) -> Plan:
-    with _in(SCRIPTS):
-        config, candidates = compose_config(["script=show.py", *overrides])
-        return make_plan(config, candidates)
-
-
 @pytest.fixture(scope="module")
 def auto_plan() -> Plan:
     return plan_for()
-
-
-def files_reader(files: Dict[str, str]):
-    def read(path: str) -> str:
-        if path not in files:
-            raise FileNotFoundError(2, "No such file or directory", path)
-        return files[path]
-
-    return read
-
-
-def load_recorded(path: Path) -> tuple[dict, List[tuple[Dict[str, str], Dict[str, str]]], object]:
-    """A recorded scenario: its ranks' environments (file variables pointing at virtual paths) and expectations."""
-    doc = json.loads(path.read_text())
-    virtual = {f"/recorded/{name}": text for name, text in doc.get("files", {}).items()}
-    ranks = []
-    for rank in doc["ranks"]:
-        env = {k: (f"/recorded/{v[1:]}" if v.startswith("@") else v) for k, v in rank["env"].items()}
-        ranks.append((env, rank["expect"]))
-    return doc, ranks, files_reader(virtual)
 
 
 @pytest.mark.parametrize("path", ENV_FILES, ids=[p.stem for p in ENV_FILES])
@@ -87,8 +46,16 @@ MPICH_RANK1 = {"PMI_RANK": "1", "PMI_SIZE": "2", "MPI_LOCALRANKID": "1", "MPI_LO
 def test_every_rank_variable_and_its_aliases_are_exported(auto_plan: Plan) -> None:
     launch = resolve(auto_plan, MPICH_RANK1, [])
     assert launch.launcher == "mpich"
-    for name, value in [("RANK", "1"), ("LOCAL_RANK", "1"), ("WORLD_SIZE", "2"), ("LOCAL_WORLD_SIZE", "2"),
-                        ("LOCAL_SIZE", "2"), ("NODE_RANK", "0"), ("GROUP_RANK", "0"), ("MASTER_PORT", "29500")]:
+    for name, value in [
+        ("RANK", "1"),
+        ("LOCAL_RANK", "1"),
+        ("WORLD_SIZE", "2"),
+        ("LOCAL_WORLD_SIZE", "2"),
+        ("LOCAL_SIZE", "2"),
+        ("NODE_RANK", "0"),
+        ("GROUP_RANK", "0"),
+        ("MASTER_PORT", "29500"),
+    ]:
         assert launch.env[name] == value, name
     assert launch.env["PMI_FD"] == "8"  # the manager's own variables stay
     assert launch.ranks.sources["rank"] == "PMI_RANK=1"
@@ -152,9 +119,16 @@ def test_master_from_config() -> None:
     assert (launch.env["MASTER_ADDR"], launch.env["MASTER_PORT"]) == ("head-node", "4242")
 
 
-SLURM_MULTI = {"SLURM_STEP_ID": "0", "SLURM_PROCID": "5", "SLURM_LOCALID": "1", "SLURM_NODEID": "2",
-               "SLURM_STEP_NUM_TASKS": "7", "SLURM_STEP_TASKS_PER_NODE": "2(x3),1",
-               "SLURM_STEP_NODELIST": "gpu-a[07-09],gpu-b1", "SLURM_JOB_ID": "123456"}
+SLURM_MULTI = {
+    "SLURM_STEP_ID": "0",
+    "SLURM_PROCID": "5",
+    "SLURM_LOCALID": "1",
+    "SLURM_NODEID": "2",
+    "SLURM_STEP_NUM_TASKS": "7",
+    "SLURM_STEP_TASKS_PER_NODE": "2(x3),1",
+    "SLURM_STEP_NODELIST": "gpu-a[07-09],gpu-b1",
+    "SLURM_JOB_ID": "123456",
+}
 
 
 def test_slurm_local_world_size_from_the_compressed_count_list_and_first_host(auto_plan: Plan) -> None:
@@ -175,8 +149,12 @@ def test_job_ids_that_are_not_numbers_still_give_one_port_per_job(auto_plan: Pla
 
 
 def test_multi_node_without_a_host_list_leaves_master_addr_unset_and_says_so_on_rank_0(auto_plan: Plan) -> None:
-    env = {"OMPI_COMM_WORLD_RANK": "0", "OMPI_COMM_WORLD_LOCAL_RANK": "0", "OMPI_COMM_WORLD_SIZE": "4",
-           "OMPI_COMM_WORLD_LOCAL_SIZE": "2"}
+    env = {
+        "OMPI_COMM_WORLD_RANK": "0",
+        "OMPI_COMM_WORLD_LOCAL_RANK": "0",
+        "OMPI_COMM_WORLD_SIZE": "4",
+        "OMPI_COMM_WORLD_LOCAL_SIZE": "2",
+    }
     launch = resolve(auto_plan, env, [])
     assert "MASTER_ADDR" not in launch.env
     assert any("MASTER_ADDR not set" in note for note in launch.notes)
@@ -186,13 +164,18 @@ def test_multi_node_without_a_host_list_leaves_master_addr_unset_and_says_so_on_
 
 def test_host_file_that_cannot_be_read_is_named() -> None:
     plan = plan_for("launcher=pals")
-    env = {"PALS_RANKID": "0", "PALS_LOCAL_RANKID": "0", "PMI_SIZE": "4", "PMI_LOCAL_SIZE": "2",
-           "PBS_NODEFILE": "/nonexistent/nodes"}
+    env = {
+        "PALS_RANKID": "0",
+        "PALS_LOCAL_RANKID": "0",
+        "PMI_SIZE": "4",
+        "PMI_LOCAL_SIZE": "2",
+        "PBS_NODEFILE": "/nonexistent/nodes",
+    }
     with pytest.raises(LaunchError, match=r"PBS_NODEFILE=/nonexistent/nodes: cannot read the host file"):
         resolve(plan, env, [])
 
 
-HOSTILE = ["a b", "it's \"quoted\"", "$(touch /tmp/pwned)", "`id`", "x=y=z", "line1\nline2", "tab\tand\\back", "ünï"]
+HOSTILE = ["a b", 'it\'s "quoted"', "$(touch /tmp/pwned)", "`id`", "x=y=z", "line1\nline2", "tab\tand\\back", "ünï"]
 
 
 @pytest.mark.parametrize("value", HOSTILE)

@@ -6,13 +6,13 @@ import json
 from pathlib import Path
 
 import pytest
-from slurm_fixture import slurm_cluster  # noqa: F401 - the fixture
 from slurm_record_env import expand_counts, expect_step, first_host
 
 ENV_DIR = Path(__file__).resolve().parent / "data" / "env"
 
 
-def test_two_node_step(slurm_cluster):  # noqa: F811
+@pytest.mark.slurm
+def test_two_node_step(slurm_cluster):
     res = slurm_cluster.srun(
         "-N",
         "2",
@@ -30,7 +30,8 @@ def test_two_node_step(slurm_cluster):  # noqa: F811
     assert lines.count("2(x2)") == 4
 
 
-def test_srun_exit_code(slurm_cluster):  # noqa: F811
+@pytest.mark.slurm
+def test_srun_exit_code(slurm_cluster):
     res = slurm_cluster.srun("-N", "1", "-n", "1", "python3", "-c", "raise SystemExit(3)")
     assert res.returncode == 3
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from ds_helper.bind.cpuset import format_cpus, parse_cpus
-from ds_helper.bind.topology import Topology, cgroup_cpus, read_topology, usable_cpus
+from ds_helper.bind.topology import Topology, read_topology, usable_cpus
 from ds_helper.errors import LaunchError
 
 DATA = Path(__file__).parent / "data" / "topology"
@@ -26,11 +26,7 @@ def test_xeon_2s_ht() -> None:
     t = load("xeon-2s-ht")
     assert t.cpus == tuple(range(112))
     assert node_cpus(t) == {0: "0-27,56-83", 1: "28-55,84-111"}
-    assert (
-        t.siblings[0] == (0, 56)
-        and t.siblings[56] == (0, 56)
-        and t.siblings[55] == (55, 111)
-    )
+    assert t.siblings[0] == (0, 56) and t.siblings[56] == (0, 56) and t.siblings[55] == (55, 111)
     assert t.package[27] == 0 and t.package[28] == 1 and t.package[84] == 1
     assert dict(t.nodes[0].distance) == {0: 10, 1: 21}
     assert t.memory_only_nodes == ()
@@ -181,23 +177,3 @@ def test_usable_cpus_follows_a_narrowed_mask() -> None:
     finally:
         os.sched_setaffinity(0, before)
     assert set(usable_cpus()) == before
-
-
-def test_cgroup_cpus_live_is_none_or_superset_of_usable() -> None:
-    cpus = cgroup_cpus("/")
-    assert cpus is None or set(usable_cpus()) <= set(cpus)
-
-
-def test_cgroup_cpus_v2_and_v1(tmp_path: Path) -> None:
-    (tmp_path / "proc/self").mkdir(parents=True)
-    (tmp_path / "proc/self/cgroup").write_text("0::/job/42\n")
-    (tmp_path / "sys/fs/cgroup/job/42").mkdir(parents=True)
-    (tmp_path / "sys/fs/cgroup/job/42/cpuset.cpus.effective").write_text("0-3,8\n")
-    assert cgroup_cpus(tmp_path) == (0, 1, 2, 3, 8)
-    (tmp_path / "proc/self/cgroup").write_text("3:cpuset:/slurm/uid_1/job_7\n0::/\n")
-    (tmp_path / "sys/fs/cgroup/cpuset/slurm/uid_1/job_7").mkdir(parents=True)
-    (
-        tmp_path / "sys/fs/cgroup/cpuset/slurm/uid_1/job_7/cpuset.effective_cpus"
-    ).write_text("4-5\n")
-    assert cgroup_cpus(tmp_path) == (4, 5)
-    assert cgroup_cpus(tmp_path / "nowhere") is None

@@ -66,24 +66,9 @@ def check_override_keys(overrides: List[str]) -> None:
             node = getattr(node, part)
 
 
-def _key_help(node: object, prefix: str = "") -> dict[str, str]:
-    """Every settable key with its one-line help; nested sections (master, log, ...) one key a line."""
-    from ds_helper.schema import field_help
-
-    lines: dict[str, str] = {}
-    for name, text in field_help(type(node)).items():
-        value = getattr(node, name)
-        if name == "launcher":
-            lines[name] = "the process manager: a group, choose with launcher=NAME (options above)"
-        elif is_dataclass(value):
-            lines.update(_key_help(value, f"{prefix}{name}."))
-        else:
-            lines[prefix + name] = text
-    return lines
-
-
 def print_help() -> None:
-    from ds_helper.compose import group_options, hydra_context, load_launchers
+    from ds_helper.compose import hydra_context, load_bind_options, load_launchers
+    from ds_helper.schema import key_help
 
     print(USAGE)
     print("\nBecome SCRIPT on this rank, with RANK, LOCAL_RANK, WORLD_SIZE, ... mapped from the process manager.")
@@ -95,13 +80,17 @@ def print_help() -> None:
         print("  launcher:")
         for spec in load_launchers():
             print(f"    {spec.name:<12} {spec.description}")
-        print(f"  bind: {', '.join(group_options('bind'))}")
+        print("  bind:")
+        for name, option in load_bind_options().items():
+            print(f"    {name:<12} {option.description}")
     from ds_helper.recipe import available
 
     print(f"  recipe: {', '.join(sorted(available())) or 'none'} (recipe=NAME; ds-helper --list-recipes)")
     print("\nkeys (set with KEY=VALUE; env.NAME=VALUE sets a variable verbatim, ~env.NAME unsets one):")
-    for name, text in _key_help(Config()).items():
-        print(f"  {name:<22} {text}")
+    keys = key_help()
+    width = max(len(name) for name in keys)
+    for name, text in keys.items():
+        print(f"  {name:<{width}}  {text}")
     print("\nexample: mpiexec -n 4 ds-helper launcher=mpich script=train.py bind.cores=0-31 -- --lr 3e-4")
 
 
@@ -244,13 +233,13 @@ def run(request: Request) -> int:
         return 0
 
     from ds_helper import job
+    from ds_helper.bind import requested
     from ds_helper.plan import make_plan, save_plan
-    from ds_helper.resolve import binding_requested
 
     plan = make_plan(config, candidates)
     starting = job.starting_spec(plan, config.job, os.environ) if request.save_plan is None else None
     if starting is not None:
-        job.start_job(plan, starting, config.job, request.script_args, os.environ, binding_requested(plan))
+        job.start_job(plan, starting, config.job, request.script_args, os.environ, requested(plan.bind))
     if job.declared(config.job):  # under a manager: each rank checks the manager did what job.* says
         plan = job.with_layout(plan, job.job_shape(config.job))
     if request.save_plan is not None:

@@ -365,7 +365,7 @@ def start_job(
             raise LaunchError(f"launcher={spec.name}: give job.ranks=N to start N ranks on this machine")
         shape = replace(shape, nodes=1, ranks_per_node=shape.ranks)
     if binds and (local or (shape.nodes == 1 and not shape.hosts)):
-        layout_rows(plan, shape)  # the ranks run on this machine: a binding that cannot work fails here, once
+        node_binding(plan, spec, shape)  # the ranks run on this machine: a binding that cannot work fails here, once
     port = plan.master.port if plan.master.port is not None else free_port()
     ranks = rank_plan(plan, spec, shape, port, args)
     text = plan_to_json(ranks)
@@ -405,31 +405,33 @@ def _show(command: List[str]) -> str:
     return " ".join("$" + PLAN_VAR if arg.startswith("{") else shlex.quote(arg) for arg in command)
 
 
-def layout_rows(plan: Plan, shape: Shape) -> List[Tuple[str, ...]]:
-    """One row per rank: rank, node, host, local rank, cores, GPUs (cores as on this machine's topology)."""
-    per_node = shape.ranks_per_node
-    total = shape.ranks
+def layout_rows(shape: Shape) -> List[Tuple[str, ...]]:
+    """One row per rank: rank, node, host, local rank (the block layout)."""
+    per_node, total = shape.ranks_per_node, shape.ranks
     if per_node is None or total is None:
         return []
-    cores = ["-"] * per_node
-    gpus = ["-"] * per_node
-    from ds_helper.resolve import binding_requested, read_machine
-
-    if binding_requested(plan):
-        from ds_helper.bind.cpuset import format_cpus
-        from ds_helper.bind.placement import GPU_VARS, layout
-
-        topology, usable = read_machine()
-        placements = layout(plan.bind, local_world_size=per_node, topology=topology, usable=usable, env=os.environ)
-        for p in placements:
-            cores[p.local_rank] = "-" if p.cpus is None else f"{format_cpus(p.cpus)} ({len(p.cpus)})"
-            gpus[p.local_rank] = next((p.env[v] for v in GPU_VARS.values() if v in p.env), "-")
     rows: List[Tuple[str, ...]] = []
     for rank in range(total):
         node, local = divmod(rank, per_node)
         host = shape.hosts[node] if node < len(shape.hosts) else ("this machine" if shape.nodes == 1 else "?")
-        rows.append((str(rank), str(node), host, str(local), cores[local], gpus[local]))
+        rows.append((str(rank), str(node), host, str(local)))
     return rows
+
+
+def node_binding(plan: Plan, spec: LauncherSpec, shape: Shape) -> str:
+    """Cores, memory and GPUs of each local rank, as on this machine (the same on every node like it)."""
+    from ds_helper import bind
+
+    if shape.ranks_per_node is None:
+        return ""
+    return bind.for_rank(
+        plan.bind,
+        local_rank=0,
+        local_world_size=shape.ranks_per_node,
+        launcher=spec.name,
+        env=os.environ,
+        dry_run=False,
+    ).table
 
 
 def print_job(plan: Plan, spec: LauncherSpec, shape: Shape, command: List[str], local: bool, text: str) -> None:
@@ -439,11 +441,16 @@ def print_job(plan: Plan, spec: LauncherSpec, shape: Shape, command: List[str], 
     print(f"  nodes: {nodes}, ranks per node: {shape.ranks_per_node or 'manager decides'}")
     print(f"  MASTER_PORT: {plan.job_port}; the plan ({len(text)} bytes) travels in {PLAN_VAR}")
     print(f"  command: {_show(command)}")
-    rows = layout_rows(plan, shape)
+    rows = layout_rows(shape)
     if rows:
-        header = ("rank", "node", "host", "local rank", "cores", "GPU")
+        header = ("rank", "node", "host", "local rank")
         widths = [max(len(r[i]) for r in (header, *rows)) for i in range(len(header))]
-        print("  layout (cores as on this machine):")
+        print("  layout:")
         for row in (header, *rows):
             print("    " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    table = node_binding(plan, spec, shape)
+    if table:
+        print("  binding of each node's local ranks (as on this machine):")
+        for line in table.splitlines():
+            print(f"    {line}")
     print(f"  each rank runs: {_show([*plan.argv, *plan.args])}")

@@ -13,6 +13,7 @@ import sys
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
+from ds_helper import bind
 from ds_helper.errors import LaunchError
 from ds_helper.schema import (
     BindSpec,
@@ -201,19 +202,6 @@ def _command(config: Config) -> List[str]:
     return [python, *flags, config.script]
 
 
-def _bind(spec: BindSpec) -> BindSpec:
-    """The bind settings as every rank will read them: 'auto' decided, the core list checked and canonical."""
-    from dataclasses import replace
-
-    from ds_helper.bind.cpuset import format_cpus, parse_cpus
-
-    cores = None if spec.cores is None else format_cpus(parse_cpus(spec.cores))
-    policy = spec.policy
-    if policy == "auto":  # the default option: binding is on exactly when a core list is given
-        policy = "none" if cores is None else "cores"
-    return replace(spec, policy=policy, cores=cores)
-
-
 LOG_PLACEHOLDERS = {"rank": 0, "local_rank": 0, "node_rank": 0}
 
 
@@ -239,7 +227,7 @@ RUN_MODES = ("exec", "inprocess")
 
 
 def in_process_blocker(config: Config) -> Optional[str]:
-    """Why a script cannot run inside ds-helper's own interpreter, or None when it can (README: run_mode)."""
+    """Why a script cannot run inside ds-helper's own interpreter, or None when it can (docs/design.md)."""
     if config.no_python:
         return "no_python=true runs a program, not a Python script"
     if config.python and os.path.realpath(config.python) != os.path.realpath(sys.executable):
@@ -286,7 +274,7 @@ def make_plan(config: Config, candidates: List[LauncherSpec]) -> Plan:
         env=dict(config.env),
         export=config.export,
         master=config.master,
-        bind=_bind(config.bind),
+        bind=bind.settled(config.bind),
         log=config.log,
         dry_run=config.dry_run,
         die_with_manager=config.die_with_manager,

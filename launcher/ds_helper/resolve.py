@@ -12,21 +12,16 @@ import zlib
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from ds_helper import hostlist
-from ds_helper.bind.cpuset import format_cpus
+from ds_helper import bind, hostlist
 from ds_helper.errors import LaunchError
 from ds_helper.plan import Plan
 from ds_helper.schema import RANK_FIELDS, HostSource, LauncherSpec, MasterSpec
 
 if TYPE_CHECKING:  # binding's modules are loaded only when binding is asked for (or shown by a dry run)
     from ds_helper.bind.placement import Placement
-    from ds_helper.bind.topology import Topology
 
 Env = Mapping[str, str]
 ReadFile = Callable[[str], str]
-Machine = Tuple["Topology", Tuple[int, ...]]
-"""The node's CPU/NUMA topology and the CPUs this process may use."""
-ReadMachine = Callable[[], Machine]
 
 _INDEXED = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\[([A-Za-z_][A-Za-z0-9_]*)\]$")
 _MANAGER_PREFIXES = {"PMI", "PMIX", "MPI", "OMPI", "SLURM", "PALS", "FLUX", "JSM", "MV2", "I"}
@@ -68,12 +63,6 @@ class Launch:
     """CPU affinity and memory policy to apply before the exec (None: leave the process as it is)."""
     layout_table: str = ""
     """For the dry run: where every local rank of this node goes."""
-
-
-def read_machine() -> Machine:
-    from ds_helper.bind.topology import read_topology, usable_cpus
-
-    return read_topology("/"), usable_cpus()
 
 
 def read_text_file(path: str) -> str:
@@ -292,40 +281,6 @@ def master_port(
     return master.default_port, "master.default_port"
 
 
-# --- binding ------------------------------------------------------------------------------------------------
-
-
-def binding_requested(plan: Plan) -> bool:
-    return plan.bind.policy != "none" or plan.bind.gpus not in (None, False, "off")
-
-
-def _pinned_note(topology: Topology, usable: Tuple[int, ...]) -> Optional[str]:
-    if set(usable) == set(topology.cpus):
-        return None
-    return (
-        f"this rank starts restricted to CPUs {format_cpus(usable)} of {format_cpus(topology.cpus)}: the process "
-        "manager or a cgroup already bound it (Open MPI binds to a core when np <= 2; use mpirun --bind-to none "
-        "or srun --cpu-bind=none to let ds-helper place ranks, or bind=none to keep the manager's binding)"
-    )
-
-
-def place_rank(plan: Plan, spec: LauncherSpec, ranks: Ranks, env: Env, machine: Machine) -> List[Placement]:
-    """Every local rank's placement on this node (each rank computes them all and keeps its own row)."""
-    local_size = ranks["local_world_size"]
-    if local_size is None:
-        raise LaunchError(
-            f"binding needs the number of ranks on this node, and launcher={spec.name} does not give it; use bind=none"
-        )
-    from ds_helper.bind.placement import layout
-
-    topology, usable = machine
-    try:
-        return layout(plan.bind, local_world_size=local_size, topology=topology, usable=usable, env=env)
-    except LaunchError as exc:
-        pinned = _pinned_note(topology, usable)
-        raise LaunchError(f"{exc}" + (f"; note: {pinned}" if pinned else "")) from None
-
-
 # --- the whole rank ------------------------------------------------------------------------------------------
 
 
@@ -334,7 +289,7 @@ def resolve(
     env: Env,
     extra_args: List[str],
     read_file: ReadFile = read_text_file,
-    read_machine: ReadMachine = read_machine,
+    read_machine: bind.ReadMachine = bind.read_machine,
 ) -> Launch:
     """This rank's command and environment."""
     spec, why = choose_launcher(plan, env)
@@ -342,20 +297,16 @@ def resolve(
     apply_job_layout(plan, spec.name, ranks)
     changes: List[Change] = []
     notes: List[str] = []
-    placement: Optional[Placement] = None
-    table = ""
-    if binding_requested(plan) or plan.dry_run:
-        machine = read_machine()
-        pinned = _pinned_note(*machine)
-        if pinned and plan.dry_run:
-            notes.append(pinned)
-        if binding_requested(plan):
-            placements = place_rank(plan, spec, ranks, env, machine)
-            placement = placements[ranks["local_rank"] or 0]
-            from ds_helper.bind.placement import format_layout_table
-
-            table = format_layout_table(placements)
-            notes.extend(placement.notes)
+    binding = bind.for_rank(
+        plan.bind,
+        local_rank=ranks["local_rank"] or 0,
+        local_world_size=ranks["local_world_size"],
+        launcher=spec.name,
+        env=env,
+        dry_run=plan.dry_run,
+        read_machine=read_machine,
+    )
+    notes.extend(binding.notes)
 
     for name in RANK_FIELDS:
         value = ranks[name]
@@ -376,9 +327,8 @@ def resolve(
     if port is not None:
         changes.append(Change("MASTER_PORT", str(port), port_why))
 
-    if placement is not None:
-        for name, bound in placement.env.items():
-            changes.append(Change(name, bound, f"bind.policy={plan.bind.policy}"))
+    for name, bound in binding.env.items():
+        changes.append(Change(name, bound, f"bind.policy={plan.bind.policy}"))
     for name, setting in plan.env.items():
         changes.append(Change(name, setting, "env." + name + (" (unset)" if setting is None else "")))
 
@@ -389,4 +339,4 @@ def resolve(
         else:
             child[change.name] = change.value
     argv = [*plan.argv, *plan.args, *extra_args]
-    return Launch(spec.name, why, ranks, argv, child, changes, notes, placement, table)
+    return Launch(spec.name, why, ranks, argv, child, changes, notes, binding.placement, binding.table)

@@ -12,6 +12,7 @@ import signal
 import sys
 from typing import List, NoReturn, Optional, TextIO
 
+from ds_helper import bind
 from ds_helper.errors import LaunchError
 from ds_helper.plan import Plan, python_target
 from ds_helper.resolve import Launch
@@ -67,30 +68,6 @@ def describe(plan: Plan, launch: Launch, out: TextIO) -> None:
 
 def should_log(plan: Plan, launch: Launch) -> bool:
     return not plan.log.quiet and (plan.log.all_ranks or launch.ranks["rank"] == 0)
-
-
-def apply_placement(launch: Launch, say: bool) -> None:
-    """CPU affinity and memory policy, set on this process so the script inherits them through exec."""
-    placement = launch.placement
-    if placement is None:
-        return
-    if placement.cpus is not None:
-        try:
-            os.sched_setaffinity(0, placement.cpus)
-        except OSError as exc:
-            raise LaunchError(f"cannot bind to CPUs {list(placement.cpus)}: {exc.strerror}") from None
-    if placement.mem_policy is not None and placement.mem_nodes:
-        from ds_helper.bind.memory import set_mempolicy
-
-        refused = set_mempolicy(placement.mem_policy, placement.mem_nodes)
-        if refused and placement.strict:
-            raise LaunchError(f"memory binding to NUMA node(s) {list(placement.mem_nodes)} refused: {refused}")
-        if refused and say:
-            print(
-                f"ds-helper: warning: memory binding refused ({refused}); continuing with CPU binding only "
-                "(bind.strict=true makes this an error)",
-                file=sys.stderr,
-            )
 
 
 PR_SET_PDEATHSIG = 1
@@ -156,7 +133,19 @@ def _supervisor_argv(plan: Plan, launch: Launch, program: str, names: dict[str, 
         "prefix": names["prefix"],
         "grace": plan.log.grace,
     }
-    return [sys.executable, "-m", "ds_helper.supervise", json.dumps(spec)]
+    return [sys.executable, "-c", _SUPERVISOR_START, json.dumps(spec)]
+
+
+# ``python -m`` would put the current directory first on sys.path, and a user's folder named ``ds_helper`` (or a
+# ``json.py`` next to their script) would then stand in for the supervisor's modules. ``-c`` puts '' there
+# instead, which the supervisor drops before importing anything but ``sys`` (``-P`` does the same, from 3.11).
+_SUPERVISOR_START = (
+    "import sys\n"
+    "if sys.path and sys.path[0] == '':\n"
+    "    del sys.path[0]\n"
+    "from ds_helper.supervise import main\n"
+    "sys.exit(main())\n"
+)
 
 
 def in_process_blocker(plan: Plan, launch: Launch) -> Optional[str]:
@@ -171,7 +160,7 @@ def in_process_blocker(plan: Plan, launch: Launch) -> Optional[str]:
 
 
 def run_in_process(plan: Plan, launch: Launch) -> NoReturn:
-    """Run the Python script in this interpreter, as ``python [-u] SCRIPT ARGS`` would (README: run_mode).
+    """Run the Python script in this interpreter, as ``python [-u] SCRIPT ARGS`` would (docs/design.md).
 
     What ``exec`` gets from the kernel is done by hand: the environment, argv, ``sys.path[0]``, ``__main__``,
     unbuffered output, and Python's own ending (exit code, traceback and exit 1, death by SIGINT).
@@ -231,7 +220,7 @@ def become(plan: Plan, launch: Launch) -> NoReturn:
     if not os.path.isabs(program) or not os.path.isfile(program):
         program = find_program(program, launch.env.get("PATH"))
     say = should_log(plan, launch)
-    apply_placement(launch, say)
+    bind.apply(launch.placement, say)
     if say:
         for note in launch.notes:
             print(f"ds-helper: note: {note}", file=sys.stderr)

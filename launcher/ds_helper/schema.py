@@ -15,50 +15,63 @@ RANK_FIELDS = ("rank", "local_rank", "world_size", "local_world_size", "node_ran
 """The five numbers a process manager tells each rank, in the order they are resolved and shown."""
 
 
-def _help(text: str) -> Dict[str, str]:
-    return {"help": text}
+def _help(text: str, *, list_keys: bool = True) -> Dict[str, Any]:
+    """A field's one-line help for ``--help``; ``list_keys=False``: a group whose keys --help does not list."""
+    return {"help": text, "list_keys": list_keys}
 
 
 @dataclass
 class BindSpec:
-    """User-facing binding parameters: the ``bind`` config group (also its Hydra structured-config schema).
+    """Where each local rank runs: the ``bind`` group's options (``conf/bind/``) and keys (``bind.cores=0-31``)."""
 
-    Field types stay within what OmegaConf supports (str, bool, Any).
-    """
-
-    #: 'none': leave affinity alone (GPU visibility still applies);
-    #: 'cores': split the core list among the local ranks in contiguous equal slices (DeepSpeed's
-    #:   bind_cores_to_rank, without its bugs);
-    #: 'numa': spread local ranks over the NUMA nodes that have CPUs (contiguous ranks share a node), each rank
-    #:   gets a slice of its node's cores and its memory is bound to that node.
-    policy: str = "none"
-    #: Core list in any spelling ``parse_cpus`` accepts ('0-31', '0-31:2', 7, [0, 2, 4], ['0-3', '8-11']).
-    #: None = every CPU this process may use (sched_getaffinity, i.e. after cgroup/PM restrictions).
-    cores: Any = None
-    #: Use one hardware thread per physical core (the lowest usable sibling per
-    #: thread_siblings_list); the other threads stay unused.
-    physical: bool = False
-    #: When the cores (or, for policy 'numa' with fewer ranks than nodes, the nodes) do not divide evenly:
-    #: 'drop' = equal slices, left-overs unused and listed in the notes (DeepSpeed's behaviour, keeps
-    #:   OMP_NUM_THREADS identical on every rank, leaves room for OS/data-loader threads);
-    #: 'spread' = the first ``rem`` ranks get one extra; 'error' = refuse.
-    remainder: str = "drop"
-    #: 'auto' = policy 'numa': bind to the rank's node(s); policy 'cores': bind only when all the rank's
-    #:   cores are on one node; when that node has near flat-mode HBM, 'preferred' on the HBM node instead;
-    #:   nothing on single-memory-node machines;
-    #: 'none' = no memory policy (kernel first-touch); 'local' = strict bind to the nodes of the rank's cores;
-    #: 'preferred' = preferred on the near HBM node of each of those nodes, else on the node itself.
-    memory: str = "auto"
-    #: If applying the memory policy is refused (no CAP_SYS_NICE, no numactl) fail instead of warning.
-    strict: bool = False
-    #: GPUs per node: None/'off' = do not touch visibility; an int N = devices 0..N-1; a list (or a
-    #: comma string) of device ids / UUIDs. Devices are dealt out in equal contiguous slices per local rank.
-    gpus: Any = None
-    #: Which visibility variable to set: 'nvidia' (CUDA_VISIBLE_DEVICES), 'amd' (ROCR_VISIBLE_DEVICES),
-    #: 'intel' (ZE_AFFINITY_MASK).
-    gpu_vendor: str = "nvidia"
-    #: Set OMP_NUM_THREADS to the number of CPUs of the rank, unless the environment already has it.
-    omp_threads: bool = True
+    description: str = field(default="", metadata=_help("the bind option's one line, shown by --help"))
+    policy: str = field(
+        default="none",
+        metadata=_help(
+            "none: leave affinity alone; cores: split the core list among the local ranks in contiguous equal "
+            "slices of whole cores; numa: spread the local ranks over the NUMA nodes, memory bound there"
+        ),
+    )
+    cores: Any = field(
+        default=None,
+        metadata=_help(
+            "core list to split: 0-31, 1,3-5,7, 0-31:2 (stride), [0,2,4]; null: every CPU this process may use"
+        ),
+    )
+    physical: bool = field(default=False, metadata=_help("one hardware thread per physical core (SMT siblings idle)"))
+    remainder: str = field(
+        default="drop",
+        metadata=_help(
+            "cores (or NUMA nodes) that do not divide evenly: drop (equal slices, left-overs named in a note), "
+            "spread (the first ranks get one more), error"
+        ),
+    )
+    memory: str = field(
+        default="auto",
+        metadata=_help(
+            "auto: bind memory where a rank's cores are on one NUMA node (preferred on a flat-mode HBM node next "
+            "to it); none; local (strict bind); preferred"
+        ),
+    )
+    strict: bool = field(
+        default=False, metadata=_help("a refused memory policy (containers: EPERM) is an error, not a warning")
+    )
+    gpus: Any = field(
+        default=None,
+        metadata=_help(
+            "GPUs per node, dealt out per local rank: a count (4), a list of ids or UUIDs ([0,1]), null: untouched"
+        ),
+    )
+    gpu_vendor: str = field(
+        default="nvidia",
+        metadata=_help(
+            "the variable bind.gpus sets: nvidia (CUDA_VISIBLE_DEVICES), amd (ROCR_VISIBLE_DEVICES), "
+            "intel (ZE_AFFINITY_MASK); one already set is an error, never overridden"
+        ),
+    )
+    omp_threads: bool = field(
+        default=True, metadata=_help("set OMP_NUM_THREADS to the rank's CPU count, unless already set")
+    )
 
 
 @dataclass
@@ -212,9 +225,16 @@ class Config:
     """The whole composed config: what ``--cfg job`` prints."""
 
     description: str = field(default="", metadata=_help("what a recipe is for: one line shown by --list-recipes"))
-    launcher: LauncherSpec = field(default_factory=LauncherSpec)
-    bind: BindSpec = field(default_factory=BindSpec)
-    job: JobSpec = field(default_factory=JobSpec)
+    launcher: LauncherSpec = field(
+        default_factory=LauncherSpec,
+        metadata=_help("the process manager: a group, choose with launcher=NAME (options above)", list_keys=False),
+    )
+    bind: BindSpec = field(
+        default_factory=BindSpec, metadata=_help("binding: a group, choose with bind=NAME (options above)")
+    )
+    job: JobSpec = field(
+        default_factory=JobSpec, metadata=_help("the shape of a job ds-helper starts itself (docs/jobs.md)")
+    )
     script: Optional[str] = field(default=None, metadata=_help("the script to run (or the module with module=true)"))
     args: List[str] = field(default_factory=list, metadata=_help("script arguments; those after -- are appended"))
     module: bool = field(default=False, metadata=_help("run the script as a module: python -m SCRIPT"))
@@ -224,15 +244,17 @@ class Config:
     env: Dict[str, Optional[str]] = field(
         default_factory=dict, metadata=_help("variables to set for the script (null unsets); env.NAME=VALUE")
     )
-    export: ExportSpec = field(default_factory=ExportSpec)
-    master: MasterSpec = field(default_factory=MasterSpec)
-    log: LogSpec = field(default_factory=LogSpec)
+    export: ExportSpec = field(
+        default_factory=ExportSpec, metadata=_help("the names each rank number is exported under")
+    )
+    master: MasterSpec = field(default_factory=MasterSpec, metadata=_help("MASTER_ADDR and MASTER_PORT"))
+    log: LogSpec = field(default_factory=LogSpec, metadata=_help("what ds-helper logs, and the rank's output files"))
     dry_run: bool = field(default=False, metadata=_help("print what would run and every env change; start nothing"))
     run_mode: str = field(
         default="exec",
         metadata=_help(
             "exec: become the script; inprocess: run a Python script in ds-helper's interpreter when "
-            "the rules allow (one interpreter start less; README)"
+            "the rules allow (one interpreter start less; docs/design.md)"
         ),
     )
     die_with_manager: bool = field(
@@ -240,11 +262,21 @@ class Config:
     )
 
 
-def field_help(cls: type) -> Dict[str, str]:
-    """The one-line help of each field of a schema class, by name."""
-    from dataclasses import fields
+def key_help(cls: type = Config, prefix: str = "") -> Dict[str, str]:
+    """Every key of a schema class (nested sections walked: ``log.dir``) with its one-line help.
 
-    return {f.name: f.metadata.get("help", "") for f in fields(cls)}
+    A section is listed by its own help and then key by key, except a group whose keys are per-option data
+    (``launcher``): that is listed by its help alone.
+    """
+    from dataclasses import fields, is_dataclass
+
+    lines: Dict[str, str] = {}
+    for item in fields(cls):
+        lines[prefix + item.name] = item.metadata.get("help", "")
+        nested = item.default_factory() if callable(item.default_factory) else None
+        if is_dataclass(nested) and item.metadata.get("list_keys", True):
+            lines.update(key_help(type(nested), f"{prefix}{item.name}."))
+    return lines
 
 
 __all__ = [
@@ -258,5 +290,5 @@ __all__ = [
     "LogSpec",
     "MasterSpec",
     "StartSpec",
-    "field_help",
+    "key_help",
 ]

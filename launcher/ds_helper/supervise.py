@@ -8,8 +8,9 @@ files. Everything else is about never changing what the process manager sees:
 * the script gets SIGKILL if the supervisor dies, even by SIGKILL (``PR_SET_PDEATHSIG``);
 * the supervisor exits with the script's exit code, or 128 + the signal that killed it.
 
-Started as ``python -m ds_helper.supervise SPEC_JSON`` by ``ds_helper.run``, in a fresh interpreter, so it
-holds no Hydra and little memory. Standard library only.
+Started by ``ds_helper.run`` as ``python -c <import ds_helper.supervise, run main()> SPEC_JSON`` in a fresh
+interpreter, with nothing of the user's folders on ``sys.path``, so it holds no Hydra and little memory.
+Standard library only.
 """
 
 from __future__ import annotations

@@ -1,11 +1,10 @@
-"""Binding policies as pure functions: (spec, local rank, topology, usable CPUs, env) -> Placement.
+"""Binding policies as pure functions: (spec, local world size, topology, usable CPUs, env) -> Placements.
 
 Standard library only and no side effects: nothing here touches affinity, memory policy or the environment.
-The caller applies a Placement (``os.sched_setaffinity`` for ``cpus``, a ``numactl`` prefix or
-``set_mempolicy`` for memory, ``os.environ.update(env)``) right before exec, and prints ``format_layout_table``
-for the dry run.
+``ds_helper.bind.apply`` sets a Placement on the process right before exec, and the dry run prints
+``format_layout_table``.
 
-How this differs from DeepSpeed's ``get_numactl_cmd`` (deepspeed-launcher.md 3.4-3.6), on purpose:
+How this differs from DeepSpeed's ``get_numactl_cmd``, on purpose:
 
 * the default core list is the process's *usable* CPUs (affinity mask, hence cgroup/PM binding), never
   ``range(physical_count)``; explicitly requested CPUs must be usable or we fail with the usable set;
@@ -66,7 +65,7 @@ class Placement:
     local_rank: int
     cpus: tuple[int, ...] | None = None  # affinity to set; None = leave it alone
     mem_nodes: tuple[int, ...] = ()  # NUMA nodes for mem_policy
-    mem_policy: str | None = None  # 'bind' (numactl --membind) | 'preferred' (--preferred / --preferred-many) | None
+    mem_policy: str | None = None  # 'bind' (MPOL_BIND) | 'preferred' (MPOL_PREFERRED[_MANY]) | None
     strict: bool = False  # a refused memory policy is an error, not a warning
     env: dict[str, str] = field(default_factory=dict)  # variables to set (OMP_NUM_THREADS, *_VISIBLE_DEVICES, ...)
     notes: list[str] = field(default_factory=list)  # human lines for the dry run / warnings
@@ -76,8 +75,8 @@ class Placement:
 
 
 def _choice(value: object, name: str, allowed: Sequence[str]) -> str:
-    """Validate an enumerated setting; accept an Enum member (its .value) as well as a str."""
-    raw = getattr(value, "value", value)
+    """Validate an enumerated setting (a str from the config or a plan)."""
+    raw = value
     if isinstance(raw, str) and raw in allowed:
         return raw
     hint = ""
@@ -391,7 +390,7 @@ def layout(
     usable: Sequence[int],
     env: Mapping[str, str],
 ) -> list[Placement]:
-    """Placements of every local rank of this node (for the dry-run table and for ``place``)."""
+    """Placements of every local rank of this node, in local rank order."""
     if isinstance(local_world_size, bool) or not isinstance(local_world_size, int) or local_world_size < 1:
         raise LaunchError(f"local world size must be a positive integer, got {local_world_size!r}")
     policy = _choice(spec.policy, "bind.policy", POLICIES)
@@ -445,50 +444,7 @@ def layout(
     return placements
 
 
-def place(
-    spec: BindSpec,
-    *,
-    local_rank: int,
-    local_world_size: int,
-    topology: Topology,
-    usable: Sequence[int],
-    env: Mapping[str, str],
-) -> Placement:
-    """The placement of one local rank. Every rank computes the whole node layout (cheap, deterministic)
-    and keeps its own row, so all ranks agree without talking to each other."""
-    if (
-        isinstance(local_rank, bool)
-        or not isinstance(local_rank, int)
-        or not isinstance(local_world_size, int)
-        or not 0 <= local_rank < local_world_size
-    ):
-        raise LaunchError(f"local rank {local_rank!r} is outside 0..{local_world_size!r}-1")
-    return layout(
-        spec,
-        local_world_size=local_world_size,
-        topology=topology,
-        usable=usable,
-        env=env,
-    )[local_rank]
-
-
 # ------------------------------------------------------------------------------------------------ output
-
-
-def numactl_prefix(placement: Placement) -> list[str]:
-    """The ``numactl`` arguments that apply the memory policy (empty when there is none).
-
-    CPU affinity is not included: it is applied with ``os.sched_setaffinity`` before exec and inherited.
-    Several preferred nodes need numactl >= 2.0.16 and Linux >= 5.15 (``--preferred-many``).
-    """
-    if placement.mem_policy is None or not placement.mem_nodes:
-        return []
-    nodes = format_cpus(placement.mem_nodes)
-    if placement.mem_policy == "bind":
-        return ["numactl", f"--membind={nodes}"]
-    if len(placement.mem_nodes) == 1:
-        return ["numactl", f"--preferred={nodes}"]
-    return ["numactl", f"--preferred-many={nodes}"]
 
 
 def format_layout_table(placements: Sequence[Placement]) -> str:

@@ -194,37 +194,9 @@ def usable_cpus() -> tuple[int, ...]:
     """CPUs this process may run on: its affinity mask.
 
     On Linux ``sched_getaffinity`` already reflects the cgroup cpuset (containers, Slurm) and any binding a
-    process manager applied before us, so it is the one source of truth; ``cgroup_cpus`` is only for messages.
+    process manager applied before us, so it is the one source of truth.
     """
     getaffinity = getattr(os, "sched_getaffinity", None)
     if getaffinity is None:  # not Linux: assume every CPU
         return tuple(range(os.cpu_count() or 1))
     return tuple(sorted(getaffinity(0)))
-
-
-def cgroup_cpus(root: str | os.PathLike[str] = "/") -> tuple[int, ...] | None:
-    """The effective cpuset of this process's cgroup (v2 ``cpuset.cpus.effective`` or v1
-    ``cpuset.effective_cpus``), or None when it cannot be found. Informational only."""
-    base = Path(root)
-    text = _read(base / "proc/self/cgroup")
-    if text is None:
-        return None
-    candidates: list[Path] = []
-    for line in text.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        _, controllers, path = parts
-        rel = path.lstrip("/")
-        if controllers == "":  # cgroup v2 unified hierarchy
-            candidates.append(base / "sys/fs/cgroup" / rel / "cpuset.cpus.effective")
-        elif "cpuset" in controllers.split(","):
-            candidates.append(base / "sys/fs/cgroup/cpuset" / rel / "cpuset.effective_cpus")
-    for candidate in candidates:
-        try:
-            cpus = _read_list(candidate)
-        except LaunchError:
-            cpus = None
-        if cpus:
-            return cpus
-    return None

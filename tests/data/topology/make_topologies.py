@@ -27,9 +27,7 @@ class Machine:
     nodes_per_socket: int  # CPU NUMA nodes per socket (SNC / NPS)
     hbm_nodes: int  # memory-only nodes, numbered after the CPU nodes
     distance: list[list[int]]  # full SLIT matrix over all nodes
-    core_ids: list[
-        int
-    ]  # value of core_id for the i-th core of a socket (Intel has gaps)
+    core_ids: list[int]  # value of core_id for the i-th core of a socket (Intel has gaps)
 
 
 def write(path: Path, text: str) -> None:
@@ -61,9 +59,7 @@ def generate(m: Machine) -> None:
     cpu_nodes = m.sockets * m.nodes_per_socket
     per_node = m.cores_per_socket // m.nodes_per_socket
     all_nodes = list(range(cpu_nodes + m.hbm_nodes))
-    assert len(m.distance) == len(all_nodes) and all(
-        len(r) == len(all_nodes) for r in m.distance
-    )
+    assert len(m.distance) == len(all_nodes) and all(len(r) == len(all_nodes) for r in m.distance)
     write(node_dir / "online", fmt(all_nodes))
     write(node_dir / "possible", fmt(all_nodes))
     write(node_dir / "has_cpu", fmt(list(range(cpu_nodes))))
