@@ -289,7 +289,7 @@ def test_master_addr_and_port_settings_still_win_over_the_jobs_choice() -> None:
     ("job", "message"),
     [
         ({"job_ranks": 8}, "job.ranks=8 but launcher=mpich started 4 ranks (PMI_SIZE=4)"),
-        ({"job_ranks_per_node": 4}, "job.ranks_per_node=4 but launcher=mpich placed on this node 2 ranks"),
+        ({"job_ranks_per_node": 4}, "job.ranks_per_node=4 but launcher=mpich started 2 ranks on this node"),
         ({"job_nodes": 1}, "job.nodes=1 but launcher=mpich started 4 ranks with 2 on this node"),
     ],
 )

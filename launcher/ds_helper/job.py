@@ -282,12 +282,15 @@ _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
 def _child_setup(parent: int) -> Callable[[], None]:
-    def setup() -> None:
-        import ctypes
+    """Run in each rank between fork and exec, so no moment of the rank outlives ds-helper."""
+    import ctypes
 
+    prctl = ctypes.CDLL(None).prctl  # loaded here: the forked child only calls it
+
+    def setup() -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, [])  # the starter blocks these to wait for them; ranks do not
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: gone with ds-helper, even by -9
-        if os.getppid() != parent:
+        prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: gone with ds-helper, even by kill -9
+        if os.getppid() != parent:  # ds-helper died before the setting took effect
             os._exit(128 + signal.SIGKILL)
 
     return setup
@@ -305,9 +308,10 @@ def run_local(command: List[str], envs: List[Dict[str, str]], grace: float) -> i
     waited = {signal.SIGCHLD, *_FORWARDED}
     signal.pthread_sigmask(signal.SIG_BLOCK, waited)
     children: Dict[int, subprocess.Popen[bytes]] = {}
+    setup = _child_setup(os.getpid())
     try:
         for env in envs:
-            proc = subprocess.Popen(command, env=env, preexec_fn=_child_setup(os.getpid()))  # noqa: PLW1509
+            proc = subprocess.Popen(command, env=env, preexec_fn=setup)
             children[proc.pid] = proc
     except OSError as exc:
         for proc in children.values():

@@ -195,8 +195,8 @@ def apply_job_layout(plan: Plan, launcher: str, ranks: Ranks) -> None:
         if found is None:
             values[name], sources[name] = expected, key
         elif found != expected:
-            where = "started" if name == "world_size" else "placed on this node"
-            raise LaunchError(f"{key}={expected} but {by} {where} {found} ranks ({sources[name]})")
+            where = "" if name == "world_size" else " on this node"
+            raise LaunchError(f"{key}={expected} but {by} started {found} ranks{where} ({sources[name]})")
     world, local = values["world_size"], values["local_world_size"]
     if plan.job_nodes is not None and world is not None and local is not None and world != plan.job_nodes * local:
         raise LaunchError(
