@@ -21,6 +21,14 @@ TWO_NODES = [
 OPENMPI_JOB = ["launcher=openmpi", f"job.program={OPENMPI}", "job.manager_args=[--allow-run-as-root,--oversubscribe]"]
 
 
+@pytest.fixture
+def node_names() -> None:
+    """node1 and node2 resolve to this machine (the Slurm cluster's set-up adds them to /etc/hosts)."""
+    import slurm_cluster
+
+    slurm_cluster._ensure_hosts()
+
+
 def _layout(result: subprocess.CompletedProcess[str]) -> List[Tuple[str, ...]]:
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json_lines(result.stdout)
@@ -47,7 +55,7 @@ def test_one_node_job_started_by_the_manager(name: str, job: List[str]) -> None:
 
 
 @pytest.mark.mpi
-def test_mpich_on_two_nodes_gives_node_rank_and_master_addr() -> None:
+def test_mpich_on_two_nodes_gives_node_rank_and_master_addr(node_names: None) -> None:
     result = ds(*TWO_NODES, "job.ranks=4", "show.py", timeout=180)
     assert _layout(result) == [(str(r), str(r % 2), str(r // 2), "2", "4", "node1") for r in range(4)]
     _one_port(result)
@@ -55,7 +63,7 @@ def test_mpich_on_two_nodes_gives_node_rank_and_master_addr() -> None:
 
 @pytest.mark.mpi
 @pytest.mark.torch
-def test_gloo_all_reduce_over_four_ranks_on_two_mpich_nodes() -> None:
+def test_gloo_all_reduce_over_four_ranks_on_two_mpich_nodes(node_names: None) -> None:
     pytest.importorskip("torch", reason="torch==2.13.0 is installed by .ci/run")
     result = ds(*TWO_NODES, "job.ranks=4", "gloo_allreduce.py", timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
