@@ -466,7 +466,7 @@ def test_dry_run_shows_the_manager_command_and_the_layout_and_starts_nothing() -
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert f"command: mpiexec -n 4 -ppn 2 -hosts node1,node2 -bind-to none -genv {PLAN_VAR} ${PLAN_VAR} " in out
+    assert f'command: mpiexec -n 4 -ppn 2 -hosts node1,node2 -bind-to none -genv {PLAN_VAR} "${PLAN_VAR}" ' in out
     table = out[out.index("rank  node") :].splitlines()
     assert [line.split()[:4] for line in table[1:5]] == [
         ["0", "0", "node1", "0"],

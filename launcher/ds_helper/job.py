@@ -390,7 +390,7 @@ def start_job(
     if program is None:
         raise LaunchError(f"launcher={spec.name}: {command[0]!r} not found on PATH (job.program=NAME picks another)")
     if not plan.log.quiet:
-        print(f"ds-helper: job of {_size(shape)}: {_show(command)}", file=sys.stderr)
+        print(f"ds-helper: job of {_size(shape)}: {_show(command, text)}", file=sys.stderr)
     sys.stderr.flush()
     try:
         os.execve(program, command, base)
@@ -402,11 +402,17 @@ def _size(shape: Shape) -> str:
     return "the allocation's ranks" if shape.ranks is None else f"{shape.ranks} ranks"
 
 
-def _show(command: List[str]) -> str:
+def _show(command: List[str], plan_json: str) -> str:
     """The command as a shell would take it, with the plan's value shown by name."""
     import shlex
 
-    return " ".join("$" + PLAN_VAR if arg.startswith("{") else shlex.quote(arg) for arg in command)
+    def shown(arg: str) -> str:
+        before, found, after = arg.partition(plan_json)
+        if not found:
+            return shlex.quote(arg)
+        return "".join([shlex.quote(before) if before else "", f'"${PLAN_VAR}"', shlex.quote(after) if after else ""])
+
+    return " ".join(shown(arg) for arg in command)
 
 
 def layout_rows(shape: Shape) -> List[Tuple[str, ...]]:
@@ -444,7 +450,7 @@ def print_job(plan: Plan, spec: LauncherSpec, shape: Shape, command: List[str], 
     nodes = shape.nodes if shape.nodes is not None else "manager decides"
     print(f"  nodes: {nodes}, ranks per node: {shape.ranks_per_node or 'manager decides'}")
     print(f"  MASTER_PORT: {plan.job_port}; the plan ({len(text)} bytes) travels in {PLAN_VAR}")
-    print(f"  command: {_show(command)}")
+    print(f"  command: {_show(command, text)}")
     rows = layout_rows(shape)
     if rows:
         header = ("rank", "node", "host", "local rank")
@@ -457,4 +463,4 @@ def print_job(plan: Plan, spec: LauncherSpec, shape: Shape, command: List[str], 
         print("  binding of each node's local ranks (as on this machine):")
         for line in table.splitlines():
             print(f"    {line}")
-    print(f"  each rank runs: {_show([*plan.argv, *plan.args])}")
+    print(f"  each rank runs: {_show([*plan.argv, *plan.args], text)}")
