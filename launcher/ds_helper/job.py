@@ -383,7 +383,9 @@ def start_job(
         size = shape.ranks or 1
         envs = [{**base, **local_rank_env(spec, rank, size)} for rank in range(size)]
         sys.stdout.flush()
-        raise SystemExit(run_local(command, envs, plan.log.grace))
+        code = run_local(command, envs, plan.log.grace)
+        sys.stderr.flush()
+        os._exit(code)  # nothing left to clean up; skips tearing down the composed interpreter (~0.2 s)
     import shutil
 
     program = shutil.which(command[0], path=base.get("PATH"))
