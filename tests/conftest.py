@@ -8,12 +8,15 @@ import re
 import shutil
 import subprocess
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
+import yaml
 from ds_helper.compose import compose_config
 from ds_helper.plan import Plan, make_plan
+from ds_helper.schema import RANK_FIELDS, ExportSpec
 
 pytest_plugins = ["slurm_fixture"]
 
@@ -23,26 +26,37 @@ CONF = Path(__file__).resolve().parent.parent / "conf"
 DS_HELPER = shutil.which("ds-helper") or "ds-helper"
 MPICH = "mpiexec.mpich"
 OPENMPI = "mpirun.openmpi"
-# Variables of the process managers that may be around the test run itself (a CI job under Slurm, say).
-_MANAGER_PREFIXES = ("PMI_", "PMIX_", "OMPI_", "SLURM_", "PALS_", "FLUX_", "JSM_", "MV2_", "MPI_LOCAL", "HYDRA_")
-_TORCH_NAMES = {
-    "RANK",
-    "LOCAL_RANK",
-    "WORLD_SIZE",
-    "LOCAL_WORLD_SIZE",
-    "MASTER_ADDR",
-    "MASTER_PORT",
-    "TORCHELASTIC_RUN_ID",
-    "GROUP_RANK",
-    "NODE_RANK",
-    "LOCAL_SIZE",
-    "KUBERNETES_SERVICE_HOST",
-}
+
+
+def _manager_variables() -> Tuple[Tuple[str, ...], Tuple[str, ...]]:
+    """(prefixes, one-word names) of every variable a shipped launcher file reads or ds-helper exports.
+
+    ``SLURM_PROCID`` stands for every ``SLURM_*``: a test's environment holds no process manager's variables,
+    even when the suite itself runs inside a job. Derived from conf/launcher/*.yaml and the schema, so a new
+    manager's file needs no edit here.
+    """
+    names = {name for names in asdict(ExportSpec()).values() for name in names}
+    for path in (CONF / "launcher").glob("*.yaml"):
+        data = yaml.safe_load(path.read_text())
+        for key in ("detect", "exclude", "evidence", "job_id", *RANK_FIELDS):
+            for source in data.get(key, []):
+                names.update(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", source))
+        names.update(host["var"] for host in data.get("hosts", []))
+    prefixes = {name.split("_", 1)[0] + "_" for name in names if "_" in name}
+    return tuple(sorted(prefixes)), tuple(sorted(name for name in names if "_" not in name))
+
+
+_MANAGER_PREFIXES, _MANAGER_NAMES = _manager_variables()
+_OWN_SETTINGS = "DS_HELPER_"  # DS_HELPER_DEBUG, DS_HELPER_RECIPE_PATH, DS_HELPER_LAUNCHER_PATH
 
 
 def clean_env(**extra: str) -> Dict[str, str]:
-    """This process's environment without any process manager's or torch's variables, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(_MANAGER_PREFIXES) and k not in _TORCH_NAMES}
+    """This process's environment without any process manager's, torch's or ds-helper's variables, plus ``extra``."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith((*_MANAGER_PREFIXES, _OWN_SETTINGS)) and k not in _MANAGER_NAMES
+    }
     env.update(extra)
     return env
 

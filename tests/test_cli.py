@@ -168,6 +168,8 @@ def test_debug_switch_shows_the_traceback() -> None:
     assert result.returncode != 0 and "Traceback" in result.stderr and "LaunchError" in result.stderr
     result = ds("nope.py", env=clean_env(DS_HELPER_DEBUG="1"))
     assert "Traceback" in result.stderr
+    result = ds("nope.py", "--debug")  # the script's argument, not ds-helper's flag
+    assert "Traceback" not in result.stderr and result.stderr.startswith("ds-helper: error: script 'nope.py'")
 
 
 def test_the_lean_modules_load_without_hydra() -> None:

@@ -7,12 +7,25 @@ import shlex
 import shutil
 import subprocess
 from pathlib import Path
-from typing import List, Tuple
+from typing import Dict, List, Tuple
 
 import pytest
-from conftest import DS_HELPER, SCRIPTS, assert_user_error, clean_env
+import yaml
+from conftest import CONF, DS_HELPER, SCRIPTS, assert_user_error, clean_env
 
 CATALOGUE = Path(__file__).resolve().parent.parent / "docs" / "errors.md"
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
+
+def option_lists() -> Dict[str, str]:
+    """What the catalogue's ``{...}`` placeholders list, read from the option files themselves."""
+    launchers = {path.stem: yaml.safe_load(path.read_text()) for path in sorted((CONF / "launcher").glob("*.yaml"))}
+    managers = sorted((data for data in launchers.values() if data.get("detect")), key=lambda d: -d.get("priority", 0))
+    return {
+        "{launcher options}": ", ".join(launchers),
+        "{managers by priority}": ", ".join(data["name"] for data in managers),
+        "{recipes}": ", ".join(sorted(path.stem for path in RECIPES.glob("*.yaml"))),
+    }
 
 
 def catalogue() -> List[Tuple[str, str, str]]:
@@ -20,7 +33,10 @@ def catalogue() -> List[Tuple[str, str, str]]:
     for line in CATALOGUE.read_text().splitlines():
         cells = re.findall(r"\| ([^|`]+?|`[^`]*`) (?=\|)", line)
         if len(cells) == 3 and cells[1].startswith("`"):
-            rows.append((cells[0], cells[1].strip("`"), cells[2].strip("`")))
+            message = cells[2].strip("`")
+            for placeholder, options in option_lists().items():
+                message = message.replace(placeholder, options)
+            rows.append((cells[0], cells[1].strip("`"), message))
     return rows
 
 

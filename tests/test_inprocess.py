@@ -83,6 +83,7 @@ def test_a_user_module_named_like_ds_helpers_package_is_the_users(tmp_path) -> N
         (["no_python=true", "script=true"], "no_python=true runs a program"),
         (["log.tee=true", "script=show.py"], "log.tee=true needs a supervising process"),
         (["env.PYTHONHASHSEED=0", "script=show.py"], "env sets PYTHONHASHSEED"),
+        (["python=/usr/bin/python3", "script=show.py"], "the plan's interpreter /usr/bin/python3 is not the one"),
     ],
 )
 def test_the_dry_run_says_when_a_fresh_interpreter_is_needed(setting: list, reason: str) -> None:
@@ -110,4 +111,4 @@ def test_saved_plan_keeps_the_mode(tmp_path) -> None:
         check=True,
     )
     plan = json.loads(saved.read_text())
-    assert plan["plan"]["run_mode"] == "inprocess" and plan["plan"]["in_process_blocker"] is None
+    assert plan["plan"]["run_mode"] == "inprocess"

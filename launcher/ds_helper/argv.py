@@ -2,7 +2,7 @@
 
     ds-helper [FLAG ...] [OVERRIDE ...] [SCRIPT [SCRIPT_ARG ...]] [-- SCRIPT_ARG ...]
 
-Hydra would take every token after ``--`` as an override (hydra.md 1.1), so the split happens here: the first
+Hydra would take every token after ``--`` as an override, so the split happens here: the first
 ``--``, or the first token that is neither a flag nor an override (the script, as with torchrun and DeepSpeed),
 ends ds-helper's part, and everything after it reaches the script byte for byte. DeepSpeed's launcher_helper
 flags (``--launcher mpich --module --no_python --bind_cores_to_rank --bind_core_list L``) become the overrides
@@ -19,7 +19,7 @@ from ds_helper.errors import LaunchError
 
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _ENV_OVERRIDE = re.compile(r"^\+{0,2}env\.([^=]*)=(.*)$", re.DOTALL)
-# Keys whose values are CPU or device lists: an unquoted comma would make Hydra ask about sweeps (hydra.md 4.5).
+# Keys whose values are CPU or device lists: an unquoted comma would make Hydra ask about sweeps.
 LIST_KEYS = ("bind.cores", "bind.gpus")
 
 # DeepSpeed launcher_helper's flags, and the override each one means.

@@ -49,7 +49,7 @@ def check_override_keys(overrides: List[str]) -> None:
     """
     for override in overrides:
         key = override.lstrip("+~").partition("=")[0].split("@", 1)[0]
-        if key == "recipe":  # a group of its own, resolved by compose (launcher/recipe.py)
+        if key == "recipe":  # a group of its own, resolved by compose (ds_helper/recipe.py)
             continue
         node: object = Config()
         walked: List[str] = []
@@ -257,12 +257,11 @@ def run(request: Request) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in args[: args.index("--") if "--" in args else len(args)] or bool(
-        os.environ.get("DS_HELPER_DEBUG")
-    )
+    debug = bool(os.environ.get("DS_HELPER_DEBUG"))
     try:
-        return run(parse_argv(args))
+        request = parse_argv(sys.argv[1:] if argv is None else argv)
+        debug = debug or request.debug  # ds-helper's own --debug, not one among the script's arguments
+        return run(request)
     except LaunchError as exc:
         if debug:
             raise

@@ -1,7 +1,7 @@
 """Compose the YAML under ``conf/`` with the command line's overrides into a validated :class:`Config`.
 
 The only module that imports Hydra and OmegaConf. It uses Hydra's Compose API, never ``@hydra.main``: no output
-directory, no log files, no logging takeover, no ``chdir`` and no ``sys.argv`` parsing (hydra.md, section 2).
+directory, no log files, no logging takeover, no ``chdir`` and no ``sys.argv`` parsing.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ def hydra_context() -> Iterator[None]:
     else:  # a source checkout imported directly
         init = initialize_config_dir(source_dir, version_base="1.3", job_name="ds-helper")
     with init:
+        _register_site_launchers()
         yield
 
 
@@ -90,6 +91,45 @@ def group_options(group: str) -> List[str]:
     return list(GlobalHydra.instance().config_loader().get_group_options(group))
 
 
+LAUNCHER_PATH_VAR = "DS_HELPER_LAUNCHER_PATH"
+_site_launchers: Dict[str, str] = {}
+"""The launcher options registered from $DS_HELPER_LAUNCHER_PATH, by name: their files (for --provenance)."""
+
+
+def _register_site_launchers() -> None:
+    """A site's own managers: ``NAME.yaml`` launcher files in the flat folders of ``$DS_HELPER_LAUNCHER_PATH``.
+
+    Each is read as plain data and validated like the shipped ones (a mistake is one error naming the file and
+    line), then registered in Hydra's ConfigStore under group ``launcher``, so ``launcher=NAME``, ``launcher=auto``
+    (by its priority), recipes and --help all see it. An earlier folder wins, as on PATH; a shipped name is
+    refused rather than shadowed, so ``launcher=slurm`` means the same everywhere.
+    """
+    store = ConfigStore.instance()
+    store.repo.pop("launcher", None)
+    _site_launchers.clear()
+    shipped = set(group_options("launcher"))
+    schema = OmegaConf.structured(LauncherSpec)
+    for folder in recipes.path_folders(LAUNCHER_PATH_VAR):
+        for path in recipes.folder_files(folder):
+            name = os.path.basename(path)[: -len(".yaml")]
+            if name in _site_launchers:
+                continue  # an earlier folder has it
+            if name in shipped:
+                raise LaunchError(f"{path}: launcher={name} ships with ds-helper; give the site's file another name")
+            data, lines, problems = recipes.load(path, recipes.read(path), kind="launcher file")
+            if problems:
+                raise LaunchError(str(problems[0]))
+            try:
+                spec = OmegaConf.to_object(OmegaConf.merge(schema, data))
+            except OmegaConfBaseException as exc:
+                line = _line_of(exc, lines)
+                raise LaunchError(f"{path}{f':{line}' if line else ''}: {explain(exc)}") from None
+            if not isinstance(spec, LauncherSpec) or spec.name != name:
+                raise LaunchError(f"{path}:{lines.get('name', 1)}: name is {data.get('name')!r}, expected {name!r}")
+            store.store(group="launcher", name=name, node=data)
+            _site_launchers[name] = path
+
+
 def _load_group(group: str, schema_class: type) -> Dict[str, Any]:
     """Every option of a group, each validated against the group's schema, by name (in Hydra's order)."""
     # One structured schema node for every option: OmegaConf.merge copies its inputs and never changes them, so
@@ -120,7 +160,7 @@ def load_bind_options() -> Dict[str, BindSpec]:
 
 
 def _typed(cfg: DictConfig) -> Config:
-    """Re-validate a plain copy: ``+key=`` overrides slip past Hydra's schema check (hydra.md 4.3)."""
+    """Re-validate a plain copy: ``+key=`` overrides slip past Hydra's schema check."""
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     merged = OmegaConf.merge(OmegaConf.structured(Config), plain)
     config = OmegaConf.to_object(merged)
@@ -316,12 +356,16 @@ def provenance(overrides: List[str], script: Optional[str], env: Dict[str, Optio
         if source == "group":
             group = key.split(".", 1)[0]
             source = (
-                f"{group} option {chosen[group]} (conf/{group}/{chosen[group]}.yaml)"
+                f"{group} option {chosen[group]} ({_option_file(group, chosen[group])})"
                 if group in GROUPS
                 else "config.yaml"
             )
         lines.append(f"{key}: {json.dumps(value)}  # {source}")
     return lines
+
+
+def _option_file(group: str, name: str) -> str:
+    return _site_launchers[name] if group == "launcher" and name in _site_launchers else f"conf/{group}/{name}.yaml"
 
 
 def _choice_source(group: str, overrides: List[str], loaded: List[recipes.Loaded]) -> str:

@@ -29,7 +29,7 @@ from ds_helper.schema import (
 PLAN_VAR = "DS_HELPER_PLAN"
 """The one variable that carries a job's plan to every rank (ds_helper.job); never reaches the script."""
 
-PLAN_FORMAT = 1
+PLAN_FORMAT = 2
 """Bumped whenever a field changes meaning; a plan of another format is refused, never half-read."""
 
 
@@ -57,8 +57,6 @@ class Plan:
     dry_run: bool = False
     die_with_manager: bool = True
     run_mode: str = "exec"
-    in_process_blocker: Optional[str] = None
-    """With run_mode=inprocess: why this plan needs a fresh interpreter after all (None: it does not)."""
     job_ranks: Optional[int] = None
     """The job's layout (job.* keys, or what ds-helper chose when it started the job): each rank checks the
     manager placed it so, and derives NODE_RANK from it (resolve.apply_job_layout)."""
@@ -226,20 +224,6 @@ def _check_log(log: LogSpec) -> None:
 RUN_MODES = ("exec", "inprocess")
 
 
-def in_process_blocker(config: Config) -> Optional[str]:
-    """Why a script cannot run inside ds-helper's own interpreter, or None when it can (docs/design.md)."""
-    if config.no_python:
-        return "no_python=true runs a program, not a Python script"
-    if config.python and os.path.realpath(config.python) != os.path.realpath(sys.executable):
-        return f"python={config.python} is not the interpreter running ds-helper"
-    if config.log.tee:
-        return "log.tee=true needs a supervising process"
-    starting = sorted(name for name in config.env if name.startswith("PYTHON"))
-    if starting:
-        return f"env sets {', '.join(starting)}, which act only when an interpreter starts"
-    return None
-
-
 def python_target(argv: List[str]) -> Tuple[bool, str, bool]:
     """(module?, script or module name, unbuffered?) of a command built by ``_command`` for Python."""
     rest = argv[1:]
@@ -279,5 +263,4 @@ def make_plan(config: Config, candidates: List[LauncherSpec]) -> Plan:
         dry_run=config.dry_run,
         die_with_manager=config.die_with_manager,
         run_mode=config.run_mode,
-        in_process_blocker=in_process_blocker(config) if config.run_mode == "inprocess" else None,
     )

@@ -63,10 +63,16 @@ def shipped_folder() -> str:
     return os.path.join(SOURCE_ROOT, "recipes")
 
 
-def team_folders(environ: Optional[Dict[str, str]] = None) -> List[str]:
-    """The entries of $DS_HELPER_RECIPE_PATH, made absolute, in order (missing ones included)."""
-    value = (os.environ if environ is None else environ).get(PATH_VAR, "")
+def path_folders(variable: str, environ: Optional[Dict[str, str]] = None) -> List[str]:
+    """The entries of a folder path variable (``:``-separated, like PATH), made absolute, in order (missing ones
+    included); relative entries are taken from the current directory."""
+    value = (os.environ if environ is None else environ).get(variable, "")
     return [os.path.abspath(entry) for entry in value.split(os.pathsep) if entry]
+
+
+def team_folders(environ: Optional[Dict[str, str]] = None) -> List[str]:
+    """The entries of $DS_HELPER_RECIPE_PATH."""
+    return path_folders(PATH_VAR, environ)
 
 
 def folders() -> List[Tuple[str, str]]:
@@ -168,8 +174,8 @@ def _too_big(node: Any) -> Optional[str]:
     return None
 
 
-def load(path: str, text: str) -> Tuple[Dict[str, Any], Dict[str, int], List[Problem]]:
-    """The recipe as plain data, the line of each dotted key, and every data-safety problem found."""
+def load(path: str, text: str, kind: str = "recipe") -> Tuple[Dict[str, Any], Dict[str, int], List[Problem]]:
+    """The file (a recipe, or ``kind``) as plain data, the line of each dotted key, and every data-safety problem."""
     yaml = _yaml()
     problems: List[Problem] = []
     try:
@@ -182,11 +188,11 @@ def load(path: str, text: str) -> Tuple[Dict[str, Any], Dict[str, int], List[Pro
         return {}, {}, [Problem(path, None, f"nested deeper than {MAX_DEPTH} levels")]
     lines: Dict[str, int] = {}
     if node is None:
-        return {}, lines, [Problem(path, None, "empty file: a recipe is a YAML mapping")]
+        return {}, lines, [Problem(path, None, f"empty file: a {kind} is a YAML mapping")]
     oversized = _too_big(node)
     if oversized:
         return {}, lines, [Problem(path, None, oversized)]
-    _walk(path, node, "", lines, problems)
+    _walk(path, node, "", lines, problems, kind)
     if problems:
         return {}, lines, problems
     try:
@@ -195,7 +201,7 @@ def load(path: str, text: str) -> Tuple[Dict[str, Any], Dict[str, int], List[Pro
         mark = getattr(exc, "problem_mark", None)
         return {}, lines, [Problem(path, mark.line + 1 if mark else None, f"YAML: {exc}")]
     if not isinstance(data, dict):
-        return {}, lines, [Problem(path, 1, "a recipe is a YAML mapping (key: value lines)")]
+        return {}, lines, [Problem(path, 1, f"a {kind} is a YAML mapping (key: value lines)")]
     package = _PACKAGE.search(text)
     if package and package.group(1) != "_global_":
         problems.append(Problem(path, None, f"'# @package {package.group(1)}': a recipe is always '_global_'"))
@@ -206,16 +212,16 @@ def load(path: str, text: str) -> Tuple[Dict[str, Any], Dict[str, int], List[Pro
     return data, lines, problems
 
 
-def _walk(path: str, node: Any, prefix: str, lines: Dict[str, int], problems: List[Problem]) -> None:
+def _walk(path: str, node: Any, prefix: str, lines: Dict[str, int], problems: List[Problem], kind: str) -> None:
     """Refuse Python tags, ``_target_`` and unsafe resolvers anywhere; note the line of each key."""
     yaml = _yaml()
     line = node.start_mark.line + 1
     if node.tag.startswith("tag:yaml.org,2002:python/") or node.tag.startswith("!"):
-        problems.append(Problem(path, line, f"tag {node.tag!r} refused: a recipe is plain data"))
+        problems.append(Problem(path, line, f"tag {node.tag!r} refused: a {kind} is plain data"))
         return
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
-            _walk(path, key_node, prefix, lines, problems)
+            _walk(path, key_node, prefix, lines, problems, kind)
             key = str(key_node.value)
             dotted = f"{prefix}{key}"
             lines.setdefault(dotted, key_node.start_mark.line + 1)
@@ -224,7 +230,7 @@ def _walk(path: str, node: Any, prefix: str, lines: Dict[str, int], problems: Li
                     Problem(
                         path,
                         key_node.start_mark.line + 1,
-                        "hydra: refused: a recipe cannot change "
+                        f"hydra: refused: a {kind} cannot change "
                         "Hydra's own settings (search path, logging, output directories)",
                     )
                 )
@@ -234,13 +240,13 @@ def _walk(path: str, node: Any, prefix: str, lines: Dict[str, int], problems: Li
                     Problem(
                         path,
                         key_node.start_mark.line + 1,
-                        f"{dotted}: _target_ refused: a recipe is data, it cannot name Python code to instantiate",
+                        f"{dotted}: _target_ refused: a {kind} is data, it cannot name Python code to instantiate",
                     )
                 )
-            _walk(path, value_node, dotted + ".", lines, problems)
+            _walk(path, value_node, dotted + ".", lines, problems, kind)
     elif isinstance(node, yaml.SequenceNode):
         for item in node.value:
-            _walk(path, item, prefix, lines, problems)
+            _walk(path, item, prefix, lines, problems, kind)
     elif isinstance(node.value, str):
         for resolver in _RESOLVER_CALL.findall(node.value):
             if resolver not in SAFE_RESOLVERS:
@@ -249,7 +255,7 @@ def _walk(path: str, node: Any, prefix: str, lines: Dict[str, int], problems: Li
                         path,
                         line,
                         f"resolver '{resolver}' refused in {node.value!r} "
-                        f"(a recipe may use {', '.join(SAFE_RESOLVERS)})",
+                        f"(a {kind} may use {', '.join(SAFE_RESOLVERS)})",
                     )
                 )
 

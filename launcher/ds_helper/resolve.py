@@ -24,7 +24,9 @@ Env = Mapping[str, str]
 ReadFile = Callable[[str], str]
 
 _INDEXED = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\[([A-Za-z_][A-Za-z0-9_]*)\]$")
-_MANAGER_PREFIXES = {"PMI", "PMIX", "MPI", "OMPI", "SLURM", "PALS", "FLUX", "JSM", "MV2", "I"}
+# What a missing rank's error lists as present: variables that look like some manager's rank numbers
+# (PMI_RANK, MPI_LOCALRANKID, SLURM_LOCALID, FLUX_JOB_SIZE, ...), whichever manager set them.
+_RANK_LIKE = re.compile(r"RANK|SIZE|LOCALID|NODEID|LOCAL_ID")
 _MAX_INT = 1 << 31  # far above any real rank count; keeps absurd values out of ports and core maths
 
 
@@ -156,8 +158,8 @@ def resolve_ranks(spec: LauncherSpec, env: Env) -> Ranks:
     for required in ("rank", "local_rank"):
         if values[required] is None:
             looked = ", ".join(getattr(spec, required)) or "none"
-            others = sorted(n for n in env if n.split("_", 1)[0] in _MANAGER_PREFIXES)[:8]
-            present = ", ".join(others) or "no process manager variables"
+            others = sorted(n for n in env if _RANK_LIKE.search(n))[:8]
+            present = ", ".join(others) or "no rank variables"
             raise LaunchError(f"launcher={spec.name}: {required} not found (looked for {looked}); present: {present}")
     _check_bounds(values, sources)
     # A node rank is safe to derive only when every rank is on this node.

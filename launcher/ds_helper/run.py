@@ -2,7 +2,7 @@
 
 Exec rather than a child process: the process manager keeps tracking the same pid, its signals reach the script
 directly, inherited descriptors such as PMI's ``PMI_FD`` stay open, the exit code is the script's own, and no
-helper stays resident (peers.md D.2).
+helper stays resident.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def _die_with_manager() -> None:
     forked us exits; the managers tested (MPICH's proxy, Open MPI's mpirun, slurmstepd) fork ranks from
     threads that live as long as the job. ``die_with_manager=false`` turns it off.
     """
-    import ctypes  # ~2 ms; ctypes.util is not needed: the C library is already in the process
+    import ctypes  # only here: ctypes.util is not needed, the C library is already in the process
 
     parent = os.getppid()
     ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -149,11 +149,20 @@ _SUPERVISOR_START = (
 
 
 def in_process_blocker(plan: Plan, launch: Launch) -> Optional[str]:
-    """Why this rank must exec after all with run_mode=inprocess (None: it may run in this interpreter)."""
+    """Why this rank execs after all with run_mode=inprocess (None: the script may run in this interpreter).
+
+    Only a Python script or module run by this very interpreter, with nothing that acts when an interpreter
+    starts, can run here (docs/design.md: running the script in process).
+    """
     if plan.run_mode != "inprocess":
         return "run_mode=exec"
-    if plan.in_process_blocker:
-        return plan.in_process_blocker
+    if len(plan.argv) == 1:  # [program]: see Plan.argv
+        return "no_python=true runs a program, not a Python script"
+    if plan.log.tee:
+        return "log.tee=true needs a supervising process"
+    starting = sorted(name for name in plan.env if name.startswith("PYTHON"))
+    if starting:
+        return f"env sets {', '.join(starting)}, which act only when an interpreter starts"
     if os.path.realpath(launch.argv[0]) != os.path.realpath(sys.executable):
         return f"the plan's interpreter {launch.argv[0]} is not the one running ds-helper ({sys.executable})"
     return None

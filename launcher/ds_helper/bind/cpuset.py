@@ -2,7 +2,7 @@
 
 Standard library only: this runs on every rank's start-up path.
 
-Accepted spellings (Hydra hands ``bind.cores`` over as any of these, see hydra.md 4.5):
+Accepted spellings (Hydra hands ``bind.cores`` over as any of these):
 
 * a string in the cpuset/taskset syntax: ``'0-31'``, ``'1,3-5,7'``, ``'0-31:2'`` (stride, util-linux
   ``taskset``/``cpulist_parse`` meaning: every 2nd CPU of 0..31); ASCII whitespace around items,
@@ -10,7 +10,7 @@ Accepted spellings (Hydra hands ``bind.cores`` over as any of these, see hydra.m
 * an ``int`` (one CPU);
 * a list/tuple (or any non-string ``Sequence``, e.g. OmegaConf's ``ListConfig``) of ints and/or such strings.
 
-Unlike DeepSpeed's ``parse_range_list`` (deepspeed-launcher.md 3.3), items may overlap or come in any order:
+Unlike DeepSpeed's ``parse_range_list``, items may overlap or come in any order:
 the result is always the sorted set. The kernel's ``a-b:u/g`` group syntax is not accepted (nobody types it
 and it is easy to misread as a stride).
 """
@@ -22,8 +22,8 @@ from collections.abc import Iterable, Sequence
 
 from ds_helper.errors import LaunchError
 
-#: CPU ids must be below this. Linux caps NR_CPUS at 8192 on x86-64 (MAXSMP); 65536 leaves headroom for any
-#: machine while letting a typo like ``0-99999999999`` fail before anything is allocated.
+# CPU ids must be below this. Linux caps NR_CPUS at 8192 on x86-64 (MAXSMP); 65536 leaves headroom for any
+# machine while letting a typo like ``0-99999999999`` fail before anything is allocated.
 MAX_CPUS = 65536
 
 # ASCII digits only: ``\d`` would accept e.g. Arabic-Indic digits, which int() happily converts.

@@ -36,18 +36,18 @@ POLICIES = ("none", "cores", "numa")
 REMAINDERS = ("drop", "spread", "error")
 MEMORY_MODES = ("auto", "none", "local", "preferred")
 
-#: The visibility variable ds-helper writes per vendor.
-#: AMD: ROCR_VISIBLE_DEVICES rather than HIP_VISIBLE_DEVICES because it filters at the ROCr runtime, below
-#: HIP, OpenCL and OpenMP offload alike, and it is what Slurm's gres/gpu sets for AMD GPUs; HIP then numbers
-#: the visible devices from 0, so nothing else needs to change.
+# The visibility variable ds-helper writes per vendor.
+# AMD: ROCR_VISIBLE_DEVICES rather than HIP_VISIBLE_DEVICES because it filters at the ROCr runtime, below
+# HIP, OpenCL and OpenMP offload alike, and it is what Slurm's gres/gpu sets for AMD GPUs; HIP then numbers
+# the visible devices from 0, so nothing else needs to change.
 GPU_VARS = {
     "nvidia": "CUDA_VISIBLE_DEVICES",
     "amd": "ROCR_VISIBLE_DEVICES",
     "intel": "ZE_AFFINITY_MASK",
 }
 
-#: Variables that, when already present, mean someone (the user, srun --gpus-per-task, Flux, MPICH
-#: -gpus-per-proc) has already chosen the devices. HIP also honours CUDA_VISIBLE_DEVICES.
+# Variables that, when already present, mean someone (the user, srun --gpus-per-task, Flux, MPICH
+# -gpus-per-proc) has already chosen the devices. HIP also honours CUDA_VISIBLE_DEVICES.
 GPU_CONFLICT_VARS = {
     "nvidia": ("CUDA_VISIBLE_DEVICES",),
     "amd": ("ROCR_VISIBLE_DEVICES", "HIP_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES"),

@@ -1,7 +1,7 @@
 """CPU / NUMA topology read from sysfs, plus the CPUs this process may use.
 
 Standard library only, no subprocess: we read the same files ``numactl --hardware`` and ``lscpu`` read,
-instead of parsing their output once per rank as DeepSpeed does (deepspeed-launcher.md 3.1, 3.6).
+instead of parsing their output once per rank as DeepSpeed does.
 
 ``read_topology(root)`` takes a root directory so tests can point it at recorded trees under
 ``tests/data/topology/<machine>/``.
@@ -21,8 +21,8 @@ from ds_helper.errors import LaunchError
 _CPU_DIR = "sys/devices/system/cpu"
 _NODE_DIR = "sys/devices/system/node"
 
-#: Linux's REMOTE_DISTANCE: SLIT distances below it mean "near" memory. On-package HBM in flat mode shows
-#: up at 12-13 from its own CPU node, a remote socket at 21+ (see tests/data/topology/README.md).
+# Linux's REMOTE_DISTANCE: SLIT distances below it mean "near" memory. On-package HBM in flat mode shows
+# up at 12-13 from its own CPU node, a remote socket at 21+ (see tests/data/topology/README.md).
 NEAR_DISTANCE = 20
 
 

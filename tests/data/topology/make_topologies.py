@@ -3,7 +3,7 @@
 Run from anywhere: ``python tests/data/topology/make_topologies.py``. It rewrites the synthetic machines
 (``xeon-2s-ht``, ``xeon-2s-ht-snc2``, ``xeon-max-9480-flat``, ``epyc-nps4``); ``this-vm`` is a verbatim copy of
 a real machine and is only refreshed with ``--this-vm`` (on the machine you want to record).
-Only the files ``launcher/topology.py`` reads are written.
+Only the files ``launcher/ds_helper/bind/topology.py`` reads are written.
 """
 
 from __future__ import annotations
