@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import time
@@ -12,7 +11,19 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
-from conftest import DATA, DS_HELPER, SCRIPTS, assert_user_error, clean_env, ds, json_lines
+from conftest import (
+    DATA,
+    DS_HELPER,
+    SCRIPTS,
+    alive_with,
+    assert_user_error,
+    clean_env,
+    ds,
+    gone_after_kill_9,
+    json_lines,
+    start_watched,
+    wait_for,
+)
 from ds_helper.compose import hydra_context, load_launchers
 from ds_helper.errors import LaunchError
 from ds_helper.job import Shape, job_shape, parse_hostfile, start_command
@@ -354,31 +365,6 @@ def test_local_job_runs_a_torch_gloo_all_reduce_over_four_ranks() -> None:
     assert [(r["rank"], r["world"], r["sum"], r["local_rank"]) for r in rows] == [(i, 4, 10.0, i) for i in range(4)]
 
 
-def _start(argv: List[str], env: Dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        argv,
-        cwd=SCRIPTS,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
-
-
-def _wait_for(proc: subprocess.Popen[str], word: str, count: int, timeout: float = 120) -> str:
-    assert proc.stdout is not None
-    seen = ""
-    deadline = time.monotonic() + timeout
-    while seen.count(word) < count and time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen += line
-    assert seen.count(word) >= count, seen
-    return seen
-
-
 @pytest.mark.parametrize(("fail", "code"), [({"FAIL_CODE": "5"}, 5), ({"FAIL_CODE": "0", "FAIL_SIGNAL": "KILL"}, 137)])
 def test_a_failing_rank_stops_the_others_and_its_code_is_the_jobs(
     tmp_path: Path, fail: Dict[str, str], code: int
@@ -391,8 +377,10 @@ def test_a_failing_rank_stops_the_others_and_its_code_is_the_jobs(
 
 
 def test_sigterm_to_ds_helper_reaches_every_rank(tmp_path: Path) -> None:
-    proc = _start([DS_HELPER, "job.ranks=4", "log.quiet=true", "on_sigterm.py"], clean_env(SIGNAL_DIR=str(tmp_path)))
-    _wait_for(proc, "ready", 4)
+    proc = start_watched(
+        [DS_HELPER, "job.ranks=4", "log.quiet=true", "on_sigterm.py"], clean_env(SIGNAL_DIR=str(tmp_path))
+    )
+    wait_for(proc, "ready", 4)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
     assert proc.returncode == 7  # the ranks' own exit code (their handler exits 7)
@@ -400,8 +388,8 @@ def test_sigterm_to_ds_helper_reaches_every_rank(tmp_path: Path) -> None:
 
 
 def test_a_rank_ignoring_sigterm_is_killed_after_log_grace() -> None:
-    proc = _start([DS_HELPER, "job.ranks=2", "log.quiet=true", "log.grace=1", "stubborn.py"], clean_env())
-    _wait_for(proc, "ready", 2)
+    proc = start_watched([DS_HELPER, "job.ranks=2", "log.quiet=true", "log.grace=1", "stubborn.py"], clean_env())
+    wait_for(proc, "ready", 2)
     started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
@@ -409,32 +397,12 @@ def test_a_rank_ignoring_sigterm_is_killed_after_log_grace() -> None:
     assert time.monotonic() - started >= 0.9
 
 
-def _alive_with(token: str) -> List[int]:
-    found = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                if token.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    found.append(int(pid))
-            except OSError:
-                continue
-    return found
-
-
 def test_kill_9_of_ds_helper_leaves_no_rank_behind() -> None:
     token = f"ds-helper-test-{uuid.uuid4().hex}"
-    proc = _start([DS_HELPER, "job.ranks=3", "log.quiet=true", "sleeper.py", token], clean_env())
-    _wait_for(proc, "ready", 3)
-    assert len(_alive_with(token)) == 4  # ds-helper and its 3 ranks
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=30)
-    deadline = time.monotonic() + 20
-    while _alive_with(token) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    left = _alive_with(token)
-    for pid in left:  # never leave them to the next test, even when failing
-        os.kill(pid, signal.SIGKILL)
-    assert left == []
+    proc = start_watched([DS_HELPER, "job.ranks=3", "log.quiet=true", "sleeper.py", token], clean_env())
+    wait_for(proc, "ready", 3)
+    assert len(alive_with(token)) == 4  # ds-helper and its 3 ranks
+    assert gone_after_kill_9(proc, token) == []
 
 
 @pytest.mark.torch
