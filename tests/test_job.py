@@ -113,7 +113,20 @@ TWO_BY_TWO = JobSpec(ranks=4, hosts=["n1", "n2"])
             "mpich",
             TWO_BY_TWO,
             True,
-            ["mpiexec", "-n", "4", "-ppn", "2", "-hosts", "n1,n2", "-bind-to", "none", "-genv", PLAN_VAR, "{PLAN}"],
+            [
+                "mpiexec.hydra",
+                "-n",
+                "4",
+                "-ppn",
+                "2",
+                "-hosts",
+                "n1,n2",
+                "-bind-to",
+                "none",
+                "-genv",
+                PLAN_VAR,
+                "{PLAN}",
+            ],
         ),
         # Intel MPI mpiexec.hydra, as DeepSpeed's IMPIRunner spells it (4.4): -ppn, -hosts, -genv I_MPI_PIN 0.
         (
@@ -434,7 +447,7 @@ def test_dry_run_shows_the_manager_command_and_the_layout_and_starts_nothing() -
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert f'command: mpiexec -n 4 -ppn 2 -hosts node1,node2 -bind-to none -genv {PLAN_VAR} "${PLAN_VAR}" ' in out
+    assert f'command: mpiexec.hydra -n 4 -ppn 2 -hosts node1,node2 -bind-to none -genv {PLAN_VAR} "${PLAN_VAR}" ' in out
     table = out[out.index("rank  node") :].splitlines()
     assert [line.split()[:4] for line in table[1:5]] == [
         ["0", "0", "node1", "0"],
@@ -476,6 +489,6 @@ def test_a_recipe_carries_the_teams_job_shape(tmp_path: Path) -> None:
     env = clean_env(DS_HELPER_RECIPE_PATH=str(tmp_path))
     shown = ds("recipe=team", "launcher=mpich", "job.nodes=2", "job.hosts=[a,b]", "--dry-run", "show.py", env=env)
     assert shown.returncode == 0, shown.stderr
-    assert "mpiexec -n 4 -ppn 2 -hosts a,b " in shown.stdout
+    assert "mpiexec.hydra -n 4 -ppn 2 -hosts a,b " in shown.stdout
     result = ds("recipe=team", "job.nodes=1", "show.py", env=env)  # 1 node x 2 ranks, started here
     assert [r["RANK"] for r in json_lines(result.stdout)] == ["0", "1"], result.stderr
