@@ -216,7 +216,7 @@ def _host_args(spec: LauncherSpec, shape: Shape) -> List[str]:
             f"launcher={spec.name}: {start.program} takes the hosts of the allocation; job.hosts cannot be given"
         )
     per_node = shape.ranks_per_node or 1
-    forms = [start.host_form.format(host=h, ranks_per_node=per_node) for h in hosts]
+    forms = [_fill([start.host_form], host=h, ranks_per_node=per_node)[0] for h in hosts]
     if start.host_per_rank:
         forms = [form for form in forms for _ in range(per_node)]
     if start.host_join is None:
