@@ -2,11 +2,20 @@
 
 Not a test: a plain script that prints one table (and the command and machine facts that made it).
 
-    python bench/startup.py [--quick] [--sizes 2,8,32] [--repeats 15,7,5] [--mpiexec mpiexec.mpich]
+    python bench/startup.py [--quick] [--sizes 2,16] [--repeats 21,9] [--mpiexec mpiexec.mpich] [--venv DIR]
+
+Everything runs in a CLEAN venv, what users have: ``python3 -m venv`` of the base interpreter (``--base-python``,
+default the one this venv was made from), hydra-core and omegaconf from the package index, and ds-helper
+installed from this checkout, NOT editable (re-installed on every run, so it is the code of the checkout). The
+venv is kept in ``--venv`` (default ``~/.cache/ds-helper-bench/clean-venv``). Its interpreter does not read this
+machine's site-packages, so no ``.pth`` file there runs at start-up (on the development VMs one imports certifi,
+~20 ms per interpreter); the script checks that neither certifi nor sitecustomize is in its ``sys.modules``.
+The ``PYTHON*`` variables of this shell (PYTHONDONTWRITEBYTECODE, PYTHONUNBUFFERED on these VMs) are removed
+from the runs' environment.
 
 Rows, each started as ``mpiexec -n N CMD`` in a scratch directory holding an empty ``script.py``:
 
-- ``python script.py``: the bare interpreter (``sys.executable`` of this script; no pyenv shim in the way).
+- ``python script.py``: the bare interpreter (the clean venv's ``bin/python``; no pyenv shim in the way).
 - ``ds-helper (compose)``: ``ds-helper log.quiet=true script=script.py``: Hydra composes on every rank.
 - ``ds-helper --plan``: ``ds-helper --plan plan.json``, the plan saved once before timing by
   ``ds-helper log.quiet=true script=script.py --save-plan plan.json``.
@@ -15,7 +24,7 @@ Rows, each started as ``mpiexec -n N CMD`` in a scratch directory holding an emp
 
 The rows without run_mode=inprocess exec ``python -u script.py`` at the end, so they include the script's own
 interpreter start.
-The ``ds-helper`` used is the console script next to ``sys.executable`` (else the one on PATH).
+The ``ds-helper`` used is the clean venv's ``bin/ds-helper``.
 
 Columns and how each is measured:
 
@@ -49,7 +58,6 @@ import os
 import platform
 import re
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -57,10 +65,36 @@ import tempfile
 import time
 from typing import Dict, List, Sequence
 
-DEFAULT_SIZES = "2,8,32"
-DEEPSPEED_VENV = os.path.join(
-    os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ds-helper-bench", "deepspeed-venv"
-)
+DEFAULT_SIZES = "2,16"
+CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "ds-helper-bench")
+DEEPSPEED_VENV = os.path.join(CACHE, "deepspeed-venv")
+CLEAN_VENV = os.path.join(CACHE, "clean-venv")
+CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# What this machine's own start-up adds to every interpreter: must not be in the clean venv's.
+SANDBOX_MODULES = ("certifi", "sitecustomize", "usercustomize")
+
+
+def base_python() -> str:
+    """The interpreter this one was made from (a venv's base), as ``python3 -m venv`` users run it."""
+    base = getattr(sys, "_base_executable", sys.executable)
+    return os.path.realpath(base)
+
+
+def clean_venv(path: str, python: str, env: Dict[str, str]) -> str:
+    """A plain venv with ds-helper installed from this checkout (not editable); its interpreter's path."""
+    venv_python = os.path.join(path, "bin", "python")
+    if not os.path.exists(venv_python):
+        print(f"creating the clean venv {path} from {python} ...", file=sys.stderr)
+        subprocess.run([python, "-m", "venv", path], check=True, env=env)
+        subprocess.run([venv_python, "-m", "pip", "install", "-q", CHECKOUT], check=True, env=env)
+    # The checkout's current code, compiled to .pyc by pip as any install is.
+    pip = [venv_python, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", CHECKOUT]
+    subprocess.run(pip, check=True, env=env, stdout=subprocess.DEVNULL)
+    probe = f"import sys; print(' '.join(m for m in sys.modules if m.split('.')[0] in {SANDBOX_MODULES!r}))"
+    found = subprocess.run([venv_python, "-c", probe], capture_output=True, text=True, env=env).stdout.split()
+    if found:
+        sys.exit(f"{venv_python} imports {', '.join(found)} at start-up: not a clean interpreter")
+    return venv_python
 
 
 def deepspeed_python() -> str:
@@ -79,8 +113,8 @@ def deepspeed_python() -> str:
 
 
 _TOTAL = r"^\s*100\.00\s+\S+\s+(?:\S+\s+)?(\d+)\s+(?:\d+\s+)?total"  # strace -c's last line
-DEFAULT_REPEATS = "15,7,5"
-QUICK_REPEATS = "5,3,2"
+DEFAULT_REPEATS = "21,9"
+QUICK_REPEATS = "5,3"
 
 
 def _run(argv: Sequence[str], cwd: str, env: Dict[str, str]) -> subprocess.CompletedProcess[bytes]:
@@ -176,7 +210,9 @@ def main() -> None:
     parser.add_argument("--sizes", default=DEFAULT_SIZES, help="rank counts N (default %(default)s)")
     parser.add_argument("--repeats", default=None, help=f"rounds per N (default {DEFAULT_REPEATS})")
     parser.add_argument("--mpiexec", default="mpiexec.mpich")
-    parser.add_argument("--no-strace", action="store_true", help="skip the file syscall column")
+    parser.add_argument("--no-strace", action="store_true", help="skip the file syscall columns")
+    parser.add_argument("--venv", default=CLEAN_VENV, help="the clean venv (made if missing; default %(default)s)")
+    parser.add_argument("--base-python", default=base_python(), help="makes the venv (default %(default)s)")
     parser.add_argument(
         "--deepspeed",
         nargs="?",
@@ -191,10 +227,10 @@ def main() -> None:
     sizes = [int(n) for n in opts.sizes.split(",")]
     repeats = [int(r) for r in (opts.repeats or (QUICK_REPEATS if opts.quick else DEFAULT_REPEATS)).split(",")]
     repeats = (repeats + [repeats[-1]] * len(sizes))[: len(sizes)]
-    python = sys.executable
-    sibling = os.path.join(os.path.dirname(python), "ds-helper")
-    ds_helper = sibling if os.path.exists(sibling) else (shutil.which("ds-helper") or sys.exit("no ds-helper"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "OMPI_", "SLURM_", "DS_HELPER"))}
+    skip = ("PMI_", "OMPI_", "SLURM_", "DS_HELPER", "PYTHON", "VIRTUAL_ENV")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(skip)}
+    python = clean_venv(opts.venv, opts.base_python, env)
+    ds_helper = os.path.join(os.path.dirname(python), "ds-helper")
 
     with tempfile.TemporaryDirectory(prefix="ds-bench-") as work:
         with open(os.path.join(work, "script.py"), "w") as f:
@@ -252,6 +288,7 @@ def main() -> None:
     print(f"command: {command}")
     for fact in machine_facts(python, ds_helper, opts.mpiexec, load):
         print(fact)
+    print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())} (2 CPUs shared: see the spread)")
     print(f"rounds per N: {dict(zip(sizes, repeats, strict=True))} (interleaved, medians)\n")
     header = ("N", "row", "wall ms", "x bare", "cpu s/rank", "helper RSS MB", "file sc/rank", "own file sc")
     print("| " + " | ".join(header) + " |")

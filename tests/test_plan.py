@@ -202,6 +202,209 @@ def test_importtime_of_a_plan_run_has_no_hydra_line(saved_plan: Path) -> None:
     assert not {name.split(".")[0] for name in imported} & HEAVY, imported
 
 
+# --- what a rank imports: an allow-list, so the per-rank path cannot grow unnoticed ---------------------------
+
+LAUNCHER = Path(__file__).resolve().parent.parent / "launcher"
+# The modules a rank adds to a bare interpreter on the way to exec, beyond what ``site`` imports anyway: ds-helper's
+# rank-path modules, the C JSON scanner and ctypes' C core (die_with_manager's prctl). No typing, dataclasses, re,
+# enum, json package, ctypes package, argparse, difflib, runpy.
+RANK_PATH = {
+    "ds_helper",
+    "ds_helper.errors",
+    "ds_helper.argv",
+    "ds_helper.cli",
+    "ds_helper.plan",
+    "ds_helper.hostlist",
+    "ds_helper.resolve",
+    "ds_helper.run",
+    "ds_helper.bind",  # binding's face only: its modules are imported when binding is asked for
+    "__future__",
+    "_json",
+    "_ctypes",
+}
+# With binding asked for, binding's modules too (and what they import today: Python 3.11's names).
+BINDING = RANK_PATH | {
+    "ds_helper.bind.cpuset",
+    "ds_helper.bind.placement",
+    "ds_helper.bind.topology",
+    "ds_helper.schema",
+    "ctypes",
+    "ctypes._endian",
+    "struct",
+    "_struct",
+    "types",
+    "dataclasses",
+    "inspect",
+    "ast",
+    "_ast",
+    "dis",
+    "opcode",
+    "_opcode",
+    "token",
+    "tokenize",
+    "linecache",
+    "copy",
+    "re",
+    "re._casefix",
+    "re._compiler",
+    "re._constants",
+    "re._parser",
+    "_sre",
+    "copyreg",
+    "enum",
+    "typing",
+    "typing.io",
+    "typing.re",
+    "_typing",
+    "collections",
+    "collections.abc",
+    "_collections",
+    "functools",
+    "_functools",
+    "operator",
+    "_operator",
+    "itertools",
+    "keyword",
+    "reprlib",
+    "contextlib",
+    "weakref",
+    "_weakrefset",
+    "warnings",
+    "importlib",
+    "importlib._bootstrap",
+    "importlib._bootstrap_external",
+    "importlib.machinery",
+    "pathlib",
+    "ntpath",
+    "fnmatch",
+    "errno",
+    "ipaddress",
+    "urllib",
+    "urllib.parse",
+    "encodings.ascii",
+}
+# The real command with the exec itself replaced by a report: the process exec starts cannot see these modules.
+_REPORT_AT_EXEC = (
+    "import os, sys\n"
+    "def report(program, argv, env):\n"
+    "    print(' '.join(sorted(sys.modules)))\n"
+    "    raise SystemExit(0)\n"
+    "os.execve = report\n"
+    "from ds_helper.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+_LIST_MODULES = "import sys; print(' '.join(sorted(sys.modules)))\n"
+
+
+def _modules(*argv: str) -> set:
+    """sys.modules of ``python -S ARGV`` (no site: this machine's .pth files import certifi, re and more)."""
+    result = subprocess.run(
+        [sys.executable, "-S", *argv],
+        capture_output=True,
+        text=True,
+        cwd=SCRIPTS,
+        env=clean_env(PYTHONPATH=str(LAUNCHER)),
+    )
+    assert result.returncode == 0, result.stderr
+    return set(result.stdout.split())
+
+
+@pytest.mark.parametrize(
+    "case, overrides, allowed",
+    [
+        ("exec", [], RANK_PATH),
+        ("exec, binding asked for", ["bind.cores=0"], BINDING),
+        ("inprocess", ["run_mode=inprocess"], RANK_PATH),
+    ],
+)
+def test_a_rank_imports_only_what_the_allow_list_names(
+    case: str, overrides: List[str], allowed: set, tmp_path: Path
+) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(_LIST_MODULES)  # in process, the script itself reports (it imports nothing of its own)
+    plan = tmp_path / "plan.json"
+    assert ds("log.quiet=true", f"script={script}", *overrides, "--save-plan", str(plan)).returncode == 0
+    if case == "inprocess":
+        imported = _modules(str(LAUNCHER / "ds-helper"), "--plan", str(plan))
+    else:
+        imported = _modules("-c", _REPORT_AT_EXEC, "--plan", str(plan))
+    added = imported - _modules("-c", "import os, sys\n" + _LIST_MODULES)
+    assert "ds_helper.run" in added and ("ds_helper.bind.placement" in added) == ("binding" in case)
+    assert added <= allowed, sorted(added - allowed)
+
+
+def test_the_plan_records_have_the_schemas_fields_and_types() -> None:
+    """One source of truth: the schema's dataclasses; the plan's records (what a rank loads) must match them."""
+    import dataclasses
+    import types
+    import typing
+
+    from ds_helper import plan as records
+    from ds_helper import schema
+
+    def shape(kind: object) -> object:
+        origin = typing.get_origin(kind)
+        if origin in (typing.Union, types.UnionType):
+            (inner,) = [arg for arg in typing.get_args(kind) if arg is not type(None)]
+            return ("optional", shape(inner))
+        if origin in (list, dict):
+            return (origin.__name__, *map(shape, typing.get_args(kind)))
+        if kind in (typing.Any, object):
+            return "any"
+        return kind.__name__ if dataclasses.is_dataclass(kind) or isinstance(kind, type) else kind
+
+    names = ["HostSource", "LauncherSpec", "ExportSpec", "MasterSpec", "LogSpec", "BindSpec"]
+    for name in names:
+        hints = typing.get_type_hints(getattr(schema, name))
+        expected = {f.name: shape(hints[f.name]) for f in dataclasses.fields(getattr(schema, name))}
+        record = getattr(records, name)
+        assert {field: shape(kind) for field, kind in record.FIELDS.items()} == expected, name
+        assert list(record.FIELDS) == list(expected), name  # same order: the JSON reads the same
+    config = typing.get_type_hints(schema.Config)
+    shared = set(Plan.FIELDS) & set(config)
+    assert shared >= {"args", "env", "export", "master", "bind", "log", "dry_run", "run_mode", "die_with_manager"}
+    assert {name: shape(Plan.FIELDS[name]) for name in shared} == {name: shape(config[name]) for name in shared}
+
+
+def test_launcher_options_read_for_auto_are_what_hydra_reads() -> None:
+    """launcher=auto parses its candidates' YAML itself (compose._group_option): the same data as Hydra's source."""
+    from ds_helper.compose import _group_option, group_options, hydra_context
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    with hydra_context():
+        names = group_options("launcher")
+        (source,) = [s for s in GlobalHydra.instance().config_loader().get_sources() if s.is_config("launcher/mpich")]
+        for name in names:
+            hydra_data = OmegaConf.to_container(source.load_config(f"launcher/{name}").config, resolve=False)
+            assert _group_option("launcher", name) == hydra_data, name
+    assert len(names) >= 10
+
+
+def test_a_record_field_of_a_type_the_loader_cannot_check_fails_when_the_class_is_defined() -> None:
+    from ds_helper.plan import Record
+
+    for kind in (tuple[int], int | str, dict[int, str], complex):
+        with pytest.raises(TypeError, match="Bad.x"):
+            type("Bad", (Record,), {"__annotations__": {"x": kind}})
+
+
+def test_every_plan_field_is_checked_by_its_type_on_load(saved_plan: Path) -> None:
+    document = json.loads(saved_plan.read_text())
+    for name in Plan.FIELDS:
+        damaged = json.loads(json.dumps(document))
+        damaged["plan"][name] = {"not": "this"} if not isinstance(damaged["plan"][name], dict) else [1]
+        with pytest.raises(LaunchError, match=rf"^plan\.{name}: "):
+            plan_from_json(json.dumps(damaged))
+        del damaged["plan"][name]
+        with pytest.raises(LaunchError, match=rf"missing field\(s\) {name}$"):
+            plan_from_json(json.dumps(damaged))
+    nested = json.loads(json.dumps(document))
+    nested["plan"]["launchers"][0]["hosts"] = [{"var": "X", "format": "lines", "file": "yes", "skip": 0}]
+    with pytest.raises(LaunchError, match=r"^plan\.launchers\[0\]\.hosts\[0\]\.file: 'yes' is not of type bool$"):
+        plan_from_json(json.dumps(nested))
+
+
 # --- errors: one line, exit 2 -----------------------------------------------------------------------------------
 
 

@@ -11,14 +11,12 @@ they mean, so DeepSpeed's MPICH runner works with ds-helper in place of launcher
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
-
 from ds_helper.errors import LaunchError
 
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_ENV_OVERRIDE = re.compile(r"^\+{0,2}env\.([^=]*)=(.*)$", re.DOTALL)
+TYPE_CHECKING = False  # every rank parses its command line: typing, dataclasses and re are not imported
+if TYPE_CHECKING:
+    from typing import Dict, List, Optional, Tuple
+
 # Keys whose values are CPU or device lists: an unquoted comma would make Hydra ask about sweeps.
 LIST_KEYS = ("bind.cores", "bind.gpus")
 
@@ -30,23 +28,23 @@ _DEEPSPEED_SWITCHES = {
 }
 
 
-@dataclass
 class Request:
     """What the user asked for, before composition."""
 
-    overrides: List[str] = field(default_factory=list)
-    env: Dict[str, Optional[str]] = field(default_factory=dict)  # env.NAME=VALUE / ~env.NAME, kept verbatim
-    script: Optional[str] = None  # given positionally (torchrun / DeepSpeed style)
-    script_args: List[str] = field(default_factory=list)
-    show_cfg: Optional[str] = None  # --cfg job|all
-    help: bool = False
-    debug: bool = False
-    list_recipes: bool = False  # --list-recipes
-    check: Optional[List[str]] = None  # --check [FILE|FOLDER ...]: recipes to validate (empty: the whole path)
-    provenance: bool = False  # --provenance: which layer set each value
-    dry_run: bool = False  # --dry-run (also added to overrides as dry_run=true)
-    save_plan: Optional[str] = None  # --save-plan FILE: compose once, write the plan, start nothing
-    plan: Optional[str] = None  # --plan FILE: the per-rank path, no composition
+    def __init__(self) -> None:
+        self.overrides: List[str] = []
+        self.env: Dict[str, Optional[str]] = {}  # env.NAME=VALUE / ~env.NAME, kept verbatim
+        self.script: Optional[str] = None  # given positionally (torchrun / DeepSpeed style)
+        self.script_args: List[str] = []
+        self.show_cfg: Optional[str] = None  # --cfg job|all
+        self.help = False
+        self.debug = False
+        self.list_recipes = False  # --list-recipes
+        self.check: Optional[List[str]] = None  # --check [FILE|FOLDER ...]: recipes to validate (empty: all)
+        self.provenance = False  # --provenance: which layer set each value
+        self.dry_run = False  # --dry-run (also added to overrides as dry_run=true)
+        self.save_plan: Optional[str] = None  # --save-plan FILE: compose once, write the plan, start nothing
+        self.plan: Optional[str] = None  # --plan FILE: the per-rank path, no composition
 
 
 def _quote_list_value(override: str) -> str:
@@ -112,9 +110,8 @@ def parse_argv(argv: List[str]) -> Request:
             request.overrides.append(_DEEPSPEED_SWITCHES[token])
         elif token.startswith("-"):
             raise LaunchError(f"unknown option {token} (ds-helper --help lists the options)")
-        elif _ENV_OVERRIDE.match(token):
-            name, value = _ENV_OVERRIDE.match(token).groups()  # type: ignore[union-attr]
-            request.env[_env_name(name)] = value
+        elif (assignment := _env_override(token)) is not None:
+            request.env[_env_name(assignment[0])] = assignment[1]
         elif token.startswith("~env."):
             request.env[_env_name(token[len("~env.") :])] = None
         elif "=" in token or token.startswith("~"):
@@ -127,7 +124,21 @@ def parse_argv(argv: List[str]) -> Request:
     return request
 
 
+def _env_override(token: str) -> Optional[Tuple[str, str]]:
+    """``env.NAME=VALUE`` (also ``+env.`` and ``++env.``) -> (NAME, VALUE), the value verbatim; else None."""
+    body = token[2:] if token.startswith("++") else token[1:] if token.startswith("+") else token
+    if not body.startswith("env.") or "=" not in body:
+        return None
+    name, _, value = body[len("env.") :].partition("=")
+    return name, value
+
+
+def is_env_name(name: str) -> bool:
+    """A portable environment variable name: ASCII letters, digits and _, not starting with a digit."""
+    return name.isascii() and name.isidentifier()
+
+
 def _env_name(name: str) -> str:
-    if not ENV_NAME.match(name):
+    if not is_env_name(name):
         raise LaunchError(f"env.{name}: not a valid environment variable name")
     return name

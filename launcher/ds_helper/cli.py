@@ -8,15 +8,17 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import fields, is_dataclass
-from typing import TYPE_CHECKING, List, Mapping, NoReturn, Optional
 
-from ds_helper.argv import Request, parse_argv
+from ds_helper.argv import parse_argv
 from ds_helper.errors import LaunchError
-from ds_helper.schema import Config, LauncherSpec
 
+TYPE_CHECKING = False  # the --plan path imports neither typing nor the schema's dataclasses
 if TYPE_CHECKING:
+    from typing import List, Mapping, NoReturn, Optional
+
+    from ds_helper.argv import Request
     from ds_helper.plan import Plan
+    from ds_helper.schema import Config, LauncherSpec
 
 USAGE = "usage: ds-helper [FLAG ...] [OVERRIDE ...] [SCRIPT [ARG ...]] [-- ARG ...]"
 FLAGS = (
@@ -47,6 +49,10 @@ def check_override_keys(overrides: List[str]) -> None:
     The key is walked through the schema's dataclasses as far as they go (``bind.corse`` is caught, while
     ``launcher.rank`` or a dict such as ``env`` is left to Hydra's own validation).
     """
+    from dataclasses import fields, is_dataclass
+
+    from ds_helper.schema import Config
+
     for override in overrides:
         key = override.lstrip("+~").partition("=")[0].split("@", 1)[0]
         if key == "recipe":  # a group of its own, resolved by compose (ds_helper/recipe.py)
@@ -204,10 +210,6 @@ def run_env_plan() -> NoReturn:
 
 
 def run(request: Request) -> int:
-    from ds_helper.plan import PLAN_VAR
-
-    if request == Request() and PLAN_VAR in os.environ:  # a rank of a job ds-helper started (ds_helper.job)
-        run_env_plan()
     if request.help:
         print_help()
         return 0
@@ -258,8 +260,11 @@ def run(request: Request) -> int:
 
 def main(argv: Optional[List[str]] = None) -> int:
     debug = bool(os.environ.get("DS_HELPER_DEBUG"))
+    args = sys.argv[1:] if argv is None else argv
     try:
-        request = parse_argv(sys.argv[1:] if argv is None else argv)
+        if not args and "DS_HELPER_PLAN" in os.environ:  # plan.PLAN_VAR: a rank of a job ds-helper started
+            run_env_plan()
+        request = parse_argv(args)
         debug = debug or request.debug  # ds-helper's own --debug, not one among the script's arguments
         return run(request)
     except LaunchError as exc:

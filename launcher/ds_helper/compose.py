@@ -13,6 +13,7 @@ import re
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Optional
 
+import yaml
 from hydra import compose, initialize_config_dir, initialize_config_module
 from hydra.core.config_store import ConfigStore
 from hydra.core.global_hydra import GlobalHydra
@@ -22,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ds_helper import recipe as recipes
 from ds_helper.errors import LaunchError
-from ds_helper.schema import BindSpec, Config, LauncherSpec
+from ds_helper.schema import BindSpec, Config, HostSource, LauncherSpec
 
 SCHEMA_NAME = "ds_helper_schema"
 GROUPS = recipes.GROUPS  # the config groups a recipe (and --provenance) may choose options of
@@ -79,12 +80,36 @@ def _group_option(group: str, name: str) -> Dict[str, Any]:
     path = f"{group}/{name}"
     for source in GlobalHydra.instance().config_loader().get_sources():
         if source.is_config(path):
-            result = source.load_config(path)
-            data: Dict[str, Any] = OmegaConf.to_container(result.config, resolve=False)  # type: ignore[assignment]
+            data = _plain_yaml(source, f"{path}.yaml")
+            if not isinstance(data, dict):
+                raise LaunchError(f"{path}.yaml: expected a mapping of keys to values")
             if "defaults" in data:
                 raise LaunchError(f"{path}: a {group} option is a flat file; it cannot have a defaults list")
             return data
     raise LaunchError(f"{path}: not found")
+
+
+def _plain_yaml(source: Any, file: str) -> Any:
+    """A config file of a source as plain data.
+
+    A file or package source is read and parsed here, by PyYAML's C parser where it is built in: the source's
+    ``load_config`` would parse with a pure-Python loader and build an OmegaConf node only to be turned back
+    into plain data, most of launcher=auto's cost for its 12 options (bench/README.md). Every shipped option
+    reads the same both ways (tests/test_plan.py).
+    """
+    if source.scheme() == "pkg":
+        from importlib.resources import files
+
+        text = files(source.path).joinpath(file).read_text(encoding="utf-8")
+    elif source.scheme() == "file":
+        with open(os.path.join(source.path, file), encoding="utf-8") as handle:
+            text = handle.read()
+    else:
+        return OmegaConf.to_container(source.load_config(file.removesuffix(".yaml")).config, resolve=False)
+    try:
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except yaml.YAMLError as exc:
+        raise LaunchError(f"{file}: {explain(exc)}") from None
 
 
 def group_options(group: str) -> List[str]:
@@ -107,9 +132,12 @@ def _register_site_launchers() -> None:
     store = ConfigStore.instance()
     store.repo.pop("launcher", None)
     _site_launchers.clear()
+    folders = recipes.path_folders(LAUNCHER_PATH_VAR)
+    if not folders:  # the usual case, on every composing rank: nothing to build a schema node for
+        return
     shipped = set(group_options("launcher"))
     schema = OmegaConf.structured(LauncherSpec)
-    for folder in recipes.path_folders(LAUNCHER_PATH_VAR):
+    for folder in folders:
         for path in recipes.folder_files(folder):
             name = os.path.basename(path)[: -len(".yaml")]
             if name in _site_launchers:
@@ -131,7 +159,10 @@ def _register_site_launchers() -> None:
 
 
 def _load_group(group: str, schema_class: type) -> Dict[str, Any]:
-    """Every option of a group, each validated against the group's schema, by name (in Hydra's order)."""
+    """Every option of a group, each validated against the group's schema, by name (in Hydra's order).
+
+    For --help's bind options; launcher=auto's candidates, read on every composing rank, have a faster path.
+    """
     # One structured schema node for every option: OmegaConf.merge copies its inputs and never changes them, so
     # sharing it gives the same validated objects at a fraction of the cost of building it per option.
     schema = OmegaConf.structured(schema_class)
@@ -145,13 +176,35 @@ def _load_group(group: str, schema_class: type) -> Dict[str, Any]:
 
 
 def load_launchers() -> List[LauncherSpec]:
-    """Every launcher option, validated against the schema."""
+    """Every launcher option, validated against the schema, in the order launcher=auto tries them.
+
+    Validated as a rank validates its plan (``ds_helper.plan``'s records, held equal to the schema by
+    tests/test_plan.py), not by an OmegaConf merge per option: that merge and ``to_object`` were a third of a
+    launcher=auto composition (bench/README.md). The chosen launcher itself is composed and validated by Hydra.
+    """
     specs = []
-    for name, spec in _load_group("launcher", LauncherSpec).items():
+    for name in group_options("launcher"):
+        where = f"launcher/{name}.yaml"
+        spec = _launcher_spec(_group_option("launcher", name), where)
         if spec.name != name:
-            raise LaunchError(f"launcher/{name}.yaml: name is {spec.name!r}, expected {name!r}")
+            raise LaunchError(f"{where}: name is {spec.name!r}, expected {name!r}")
         specs.append(spec)
     return specs
+
+
+def _launcher_spec(data: Dict[str, Any], where: str) -> LauncherSpec:
+    """A launcher option's data as the schema's class: unknown keys, missing or mistyped values refused by name."""
+    from dataclasses import asdict
+
+    from ds_helper import plan
+
+    try:
+        hosts = [HostSource(**host) if isinstance(host, dict) else host for host in data.get("hosts", [])]
+        spec = LauncherSpec(**{**data, "hosts": hosts})
+    except TypeError as exc:  # an unknown or missing key: the dataclass names it
+        raise LaunchError(f"{where}: {str(exc).replace('__init__() ', '')}") from None
+    plan.LauncherSpec.from_data(asdict(spec), where.removesuffix(".yaml"))  # every value's type
+    return spec
 
 
 def load_bind_options() -> Dict[str, BindSpec]:
@@ -164,6 +217,19 @@ def _typed(cfg: DictConfig) -> Config:
     plain = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     merged = OmegaConf.merge(OmegaConf.structured(Config), plain)
     config = OmegaConf.to_object(merged)
+    assert isinstance(config, Config)
+    return config
+
+
+def _adds_keys(overrides: List[str]) -> bool:
+    """``+key=``/``++key=``: the only way a key the schema lacks gets into a composition (Hydra merges YAML into
+    the structured schema, which refuses unknown keys), so the only case that needs ``_typed``'s second pass."""
+    return any(override.startswith("+") for override in overrides)
+
+
+def _object(cfg: DictConfig) -> Config:
+    """The composed config as the schema's dataclasses (already validated by Hydra's structured merge)."""
+    config = OmegaConf.to_object(cfg)
     assert isinstance(config, Config)
     return config
 
@@ -213,7 +279,7 @@ def compose_config(overrides: List[str]) -> tuple[Config, List[LauncherSpec]]:
         try:
             overrides, loaded = _recipe_override(overrides)
             cfg = _compose_recipe_errors(overrides)
-            config = _typed(cfg)
+            config = _typed(cfg) if _adds_keys(overrides) else _object(cfg)
             candidates = load_launchers() if config.launcher.name == "auto" else []
         except (HydraException, OmegaConfBaseException) as exc:
             raise LaunchError(_recipe_error(exc, loaded)) from exc

@@ -7,12 +7,14 @@ reads these from its environment at start-up, so the functions walk the text ins
 
 from __future__ import annotations
 
-import re
-
 from ds_helper.errors import LaunchError
 
-_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
-_COUNT = re.compile(r"^(\d+)(?:\(x(\d+)\))?$")
+# Plain string methods, not regular expressions: every rank of a Slurm job reads these, and ``re`` (with the
+# ``enum`` it imports) would be most of ds-helper's own start-up time.
+
+
+def _is_number(text: str) -> bool:
+    return text.isascii() and text.isdigit()
 
 
 def _split_top_level(text: str) -> list[str]:
@@ -36,11 +38,10 @@ def _split_top_level(text: str) -> list[str]:
 
 def _first_of_bracket(body: str, whole: str) -> str:
     first = body.split(",", 1)[0].strip()
-    match = _RANGE.match(first)
-    if not match:
+    low, dash, high = first.partition("-")
+    if not _is_number(low) or (dash and not _is_number(high)):
         raise LaunchError(f"host list {whole!r}: bad range {first!r}")
-    low, high = match.group(1), match.group(2)
-    if high is not None and int(high) < int(low):
+    if dash and int(high) < int(low):
         raise LaunchError(f"host list {whole!r}: reversed range {first!r}")
     return low  # keeps zero padding: node[01-04] -> node01
 
@@ -51,7 +52,15 @@ def first_host(text: str) -> str:
     if not items:
         raise LaunchError(f"host list {text!r} is empty")
     # Each bracket group contributes its first value: rack[1-2]-n[3-4] -> rack1-n3.
-    return re.sub(r"\[([^\]]*)\]", lambda m: _first_of_bracket(m.group(1), text), items[0])
+    host, rest = "", items[0]
+    while "[" in rest:
+        before, _, inside = rest.partition("[")
+        body, closed, rest = inside.partition("]")
+        if not closed:  # an unclosed '[' is kept as it is
+            rest = f"[{inside}"
+            break
+        host += before + _first_of_bracket(body, text)
+    return host + rest
 
 
 def first_in_lines(text: str, skip: int = 0) -> str | None:
@@ -73,11 +82,11 @@ def count_at(text: str, index: int) -> int:
     """Entry ``index`` of a Slurm count list: ``count_at('2(x3),1', 3) == 1``."""
     seen = 0
     for item in text.split(","):
-        match = _COUNT.match(item.strip())
-        if not match:
+        count, paren, times = item.strip().partition("(x")
+        if not _is_number(count) or (paren and not (times.endswith(")") and _is_number(times[:-1]))):
             raise LaunchError(f"count list {text!r}: bad entry {item!r}")
-        repeat = int(match.group(2) or 1)
+        repeat = int(times[:-1]) if paren else 1
         if index < seen + repeat:
-            return int(match.group(1))
+            return int(count)
         seen += repeat
     raise LaunchError(f"count list {text!r} has {seen} entries, no entry {index}")

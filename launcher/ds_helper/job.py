@@ -19,8 +19,8 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Mapping, NoReturn, Optional, Tuple
 
 from ds_helper.errors import LaunchError
-from ds_helper.plan import PLAN_VAR, Plan, plan_to_json
-from ds_helper.schema import JobSpec, LauncherSpec
+from ds_helper.plan import PLAN_VAR, LauncherSpec, Plan, plan_to_json
+from ds_helper.schema import JobSpec
 
 ReadFile = Callable[[str], str]
 
@@ -126,9 +126,15 @@ def job_shape(job: JobSpec, read_file: ReadFile = read_hostfile) -> Shape:
 # --- the plan every rank gets ---------------------------------------------------------------------------------
 
 
+def _changed(plan: Plan, **values: object) -> Plan:
+    """A copy of the plan with some fields changed, checked like any plan."""
+    changed: Plan = Plan.from_data({**plan.to_data(), **values}, "plan")
+    return changed
+
+
 def with_layout(plan: Plan, shape: Shape) -> Plan:
     """The plan with the job's layout, as the ranks will check it (``resolve.apply_job_layout``)."""
-    return replace(
+    return _changed(
         plan,
         job_ranks=shape.ranks,
         job_nodes=shape.nodes,
@@ -140,7 +146,7 @@ def with_layout(plan: Plan, shape: Shape) -> Plan:
 def rank_plan(plan: Plan, spec: LauncherSpec, shape: Shape, port: Optional[int], args: List[str]) -> Plan:
     """What each rank of a job started here runs: one manager, this job's layout and port, no dry run."""
     ranked = with_layout(plan, shape)
-    return replace(
+    return _changed(
         ranked,
         launchers=[spec],
         auto=False,

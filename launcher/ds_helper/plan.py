@@ -5,26 +5,25 @@ one rank's environment. Nothing here depends on a rank, a node or the environmen
 saved as JSON and reused by thousands of ranks without Hydra. Standard library only.
 """
 
-from __future__ import annotations
-
-import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from ds_helper import bind
 from ds_helper.errors import LaunchError
-from ds_helper.schema import (
-    BindSpec,
-    Config,
-    ExportSpec,
-    HostSource,
-    LauncherSpec,
-    LogSpec,
-    MasterSpec,
-    StartSpec,
-)
+
+# No ``from __future__ import annotations`` in this module: the field annotations of the classes below are the
+# real type objects (``list[str]``, ``str | None``), and the loader checks JSON values against them. Nothing
+# here imports typing, dataclasses or re at run time: this module is on every rank's start-up path.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
+    Reader = Callable[[Any, str], Any]
+
+    from ds_helper.schema import Config
+    from ds_helper.schema import LauncherSpec as SchemaLauncherSpec
+    from ds_helper.schema import LogSpec as SchemaLogSpec
+else:
+    Any = object  # a field that takes any JSON value (bind.cores, bind.gpus); mypy reads typing.Any
 
 PLAN_VAR = "DS_HELPER_PLAN"
 """The one variable that carries a job's plan to every rank (ds_helper.job); never reaches the script."""
@@ -32,87 +31,255 @@ PLAN_VAR = "DS_HELPER_PLAN"
 PLAN_FORMAT = 2
 """Bumped whenever a field changes meaning; a plan of another format is refused, never half-read."""
 
+RANK_FIELDS = ("rank", "local_rank", "world_size", "local_world_size", "node_rank")
+"""The five numbers a process manager tells each rank, in the order they are resolved and shown."""
 
-@dataclass
-class Plan:
-    """What every rank of one launch shares."""
-
-    launchers: List[LauncherSpec]
-    """The manager to read, or with launcher=auto every candidate in the order auto tries them."""
-    auto: bool
-    fallback: Optional[LauncherSpec]
-    """With launcher=auto: used when no manager's variables are present at all (a standalone process)."""
-    evidence: List[str]
-    """With launcher=auto: any of these set means a manager started this rank, so no standalone fallback."""
-    argv: List[str]
-    """The command before any arguments: [python, -u, script], [python, -u, -m, module] or [program]."""
-    args: List[str]
-    """Script arguments from the config; those given after ``--`` are appended at resolve time."""
-    env: Dict[str, Optional[str]]
-    """Variables to set (a value) or unset (None) for the script, on top of the rank variables."""
-    export: ExportSpec = field(default_factory=ExportSpec)
-    master: MasterSpec = field(default_factory=MasterSpec)
-    bind: BindSpec = field(default_factory=BindSpec)
-    log: LogSpec = field(default_factory=LogSpec)
-    dry_run: bool = False
-    die_with_manager: bool = True
-    run_mode: str = "exec"
-    job_ranks: Optional[int] = None
-    """The job's layout (job.* keys, or what ds-helper chose when it started the job): each rank checks the
-    manager placed it so, and derives NODE_RANK from it (resolve.apply_job_layout)."""
-    job_nodes: Optional[int] = None
-    job_ranks_per_node: Optional[int] = None
-    job_hosts: List[str] = field(default_factory=list)
-    """In order; the first one is MASTER_ADDR of a job on several nodes."""
-    job_port: Optional[int] = None
-    """MASTER_PORT chosen once by the job side, the same on every rank."""
+_UNION: Any = type(int | None)  # types.UnionType and types.GenericAlias, without importing types
+_GENERIC: Any = type(list[int])
 
 
-def _is_str_list(value: Any) -> bool:
-    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+def _type_name(kind: Any) -> str:
+    return "any value" if kind is object else kind.__name__ if isinstance(kind, type) else str(kind)
 
 
-# The scalar and container field types of the plan's dataclasses (annotations are strings here, see
-# ``from __future__``), and what a JSON value of that type looks like. Nested dataclasses are checked by their
-# own ``_build`` call; any other annotation (BindSpec's ``Any``) is left to the code that reads it.
-_JSON_TYPES: Dict[str, Callable[[Any], bool]] = {
-    "str": lambda v: isinstance(v, str),
-    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
-    "bool": lambda v: isinstance(v, bool),
-    "float": lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
-    "Optional[str]": lambda v: v is None or isinstance(v, str),
-    "Optional[int]": lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)),
-    "List[str]": _is_str_list,
-    "Dict[str, int]": lambda v: isinstance(v, dict) and all(isinstance(x, int) for x in v.values()),
-    "Dict[str, Optional[str]]": lambda v: (
-        isinstance(v, dict) and all(x is None or isinstance(x, str) for x in v.values())
-    ),
+def _refuse(kind: Any, value: Any, where: str) -> Any:
+    raise LaunchError(f"{where}: {value!r} is not of type {_type_name(kind)}")
+
+
+# What a JSON value of each scalar field type looks like (JSON's true is not a number; an int is a float).
+_SCALARS: "dict[Any, Callable[[Any], bool]]" = {
+    str: lambda value: isinstance(value, str),
+    bool: lambda value: isinstance(value, bool),
+    int: lambda value: isinstance(value, int) and not isinstance(value, bool),
+    float: lambda value: isinstance(value, (int, float)) and not isinstance(value, bool),
+    object: lambda value: True,
 }
 
 
-def _build(cls: Any, data: Any, where: str) -> Any:
-    """Rebuild dataclass ``cls`` from a JSON object, refusing unknown or missing fields and wrong types by name."""
-    if not isinstance(data, dict):
-        raise LaunchError(f"{where}: expected an object, got {type(data).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise LaunchError(f"{where}: unknown field(s) {', '.join(unknown)}")
-    for name, value in data.items():
-        check = _JSON_TYPES.get(str(known[name].type))
-        if check is not None and not check(value):
-            raise LaunchError(f"{where}.{name}: {value!r} is not of type {known[name].type}")
-    try:
-        return cls(**data)
-    except TypeError as exc:
-        raise LaunchError(f"{where}: {exc}") from None
+def _reader(kind: Any, field: str) -> "Reader":
+    """A function reading a JSON value as type ``kind`` (a record is rebuilt), or refusing it by name.
+
+    Built once per field when its class is defined, so a type the loader cannot check fails there, not on a rank.
+    """
+    if isinstance(kind, type) and issubclass(kind, Record):
+        return lambda value, where: value if isinstance(value, kind) else kind.from_data(value, where)
+    if kind in _SCALARS:
+        valid = _SCALARS[kind]
+        return lambda value, where: value if valid(value) else _refuse(kind, value, where)
+    if type(kind) is _UNION and len(kind.__args__) == 2 and kind.__args__[1] is type(None):
+        inner = _reader(kind.__args__[0], field)
+        return lambda value, where: None if value is None else inner(value, where)
+    if type(kind) is _GENERIC and kind.__origin__ is list:
+        return _list_reader(kind, _reader(kind.__args__[0], field), _SCALARS.get(kind.__args__[0]))
+    if type(kind) is _GENERIC and kind.__origin__ is dict and kind.__args__[0] is str:
+        return _dict_reader(kind, _reader(kind.__args__[1], field), _SCALARS.get(kind.__args__[1]))
+    raise TypeError(
+        f"{field}: field type {kind!r} is not supported in a plan (str, int, float, bool, Any, "
+        "a record, X | None, list[X], dict[str, X])"
+    )
 
 
-def _launcher_from(data: Any, where: str) -> LauncherSpec:
-    spec: LauncherSpec = _build(LauncherSpec, data, where)
-    spec.hosts = [_build(HostSource, h, f"{where}.hosts") for h in spec.hosts]
-    spec.start = _build(StartSpec, spec.start, f"{where}.start")
-    return spec
+# A list or dict of scalars is checked in one pass; item by item (naming the bad one) only when that fails.
+
+
+def _list_reader(kind: Any, item: "Reader", valid: "Callable[[Any], bool] | None") -> "Reader":
+    def read(value: Any, where: str) -> Any:
+        if not isinstance(value, list):
+            _refuse(kind, value, where)
+        if valid is not None and all(map(valid, value)):
+            return value
+        return [item(entry, f"{where}[{index}]") for index, entry in enumerate(value)]
+
+    return read
+
+
+def _dict_reader(kind: Any, item: "Reader", valid: "Callable[[Any], bool] | None") -> "Reader":
+    def read(value: Any, where: str) -> Any:
+        if not isinstance(value, dict):
+            _refuse(kind, value, where)
+        if valid is not None and all(map(valid, value.values())):
+            return value
+        return {key: item(entry, f"{where}.{key}") for key, entry in value.items()}
+
+    return read
+
+
+class Record:
+    """Plain data read from JSON: each field an annotated class attribute, checked against its type on load.
+
+    What ``dataclasses`` gave the plan (fields, equality, repr) for a fraction of the import cost. Adding a
+    field to a record is one annotated line; ``tests/test_plan.py`` holds the records equal to the schema.
+    """
+
+    FIELDS: "dict[str, Any]" = {}
+    """Field name -> type, from the class's own annotations (filled in for each subclass)."""
+    _READERS: "dict[str, Reader]" = {}
+
+    def __init_subclass__(cls) -> None:
+        cls.FIELDS = dict(cls.__annotations__)
+        cls._READERS = {name: _reader(kind, f"{cls.__name__}.{name}") for name, kind in cls.FIELDS.items()}
+
+    def __init__(self, **values: Any) -> None:
+        self._fill(values, type(self).__name__)
+
+    @classmethod
+    def from_data(cls, data: Any, where: str) -> "Any":
+        """The record a JSON object describes; unknown, missing or mistyped fields are refused by name."""
+        if not isinstance(data, dict):
+            raise LaunchError(f"{where}: expected an object, got {type(data).__name__}")
+        record = cls.__new__(cls)
+        record._fill(data, where)
+        return record
+
+    def _fill(self, data: "dict[str, Any]", where: str) -> None:
+        unknown = sorted(set(data) - set(self.FIELDS))
+        if unknown:
+            raise LaunchError(f"{where}: unknown field(s) {', '.join(unknown)}")
+        missing = [name for name in self.FIELDS if name not in data]
+        if missing:
+            raise LaunchError(f"{where}: missing field(s) {', '.join(missing)}")
+        for name, read in self._READERS.items():
+            setattr(self, name, read(data[name], f"{where}.{name}"))
+
+    def to_data(self) -> "dict[str, Any]":
+        """The record as JSON-ready data (nested records as objects)."""
+        return {name: _plain(getattr(self, name)) for name in self.FIELDS}
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self.to_data() == other.to_data()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Record):
+        return value.to_data()
+    if isinstance(value, list):
+        return [_plain(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    return value
+
+
+# The plan's copies of the schema's classes (ds_helper/schema.py holds their meaning and help): the same fields
+# with the same types, which tests/test_plan.py checks, so that a rank never imports the schema's dataclasses.
+
+
+class HostSource(Record):
+    var: str
+    format: str
+    file: bool
+    skip: int
+
+
+class StartSpec(Record):
+    program: str | None
+    cannot: str
+    args: list[str]
+    ranks: list[str]
+    nodes: list[str]
+    ranks_per_node: list[str]
+    hosts: list[str]
+    host_form: str
+    host_join: str | None
+    host_per_rank: bool
+    needs_hosts: bool
+    env: list[str]
+    no_bind: list[str]
+    allocation: list[str]
+
+
+class LauncherSpec(Record):
+    name: str
+    description: str
+    detect: list[str]
+    exclude: list[str]
+    priority: int
+    rank: list[str]
+    local_rank: list[str]
+    world_size: list[str]
+    local_world_size: list[str]
+    node_rank: list[str]
+    fixed: dict[str, int]
+    hosts: list[HostSource]
+    job_id: list[str]
+    evidence: list[str]
+    start: StartSpec
+
+
+class ExportSpec(Record):
+    rank: list[str]
+    local_rank: list[str]
+    world_size: list[str]
+    local_world_size: list[str]
+    node_rank: list[str]
+
+
+class MasterSpec(Record):
+    addr: str | None
+    port: int | None
+    default_port: int
+    port_base: int
+    port_span: int
+
+
+class LogSpec(Record):
+    all_ranks: bool
+    quiet: bool
+    dir: str | None
+    out: str
+    err: str
+    tee: bool
+    prefix: str
+    grace: float
+
+
+class BindSpec(Record):
+    description: str
+    policy: str
+    cores: Any
+    physical: bool
+    remainder: str
+    memory: str
+    strict: bool
+    gpus: Any
+    gpu_vendor: str
+    omp_threads: bool
+
+
+class Plan(Record):
+    """What every rank of one launch shares. A new field is one line here (and where make_plan fills it)."""
+
+    launchers: list[LauncherSpec]
+    """The manager to read, or with launcher=auto every candidate in the order auto tries them."""
+    auto: bool
+    fallback: LauncherSpec | None
+    """With launcher=auto: used when no manager's variables are present at all (a standalone process)."""
+    evidence: list[str]
+    """With launcher=auto: any of these set means a manager started this rank, so no standalone fallback."""
+    argv: list[str]
+    """The command before any arguments: [python, -u, script], [python, -u, -m, module] or [program]."""
+    args: list[str]
+    """Script arguments from the config; those given after ``--`` are appended at resolve time."""
+    env: dict[str, str | None]
+    """Variables to set (a value) or unset (None) for the script, on top of the rank variables."""
+    export: ExportSpec
+    master: MasterSpec
+    bind: BindSpec
+    log: LogSpec
+    dry_run: bool
+    die_with_manager: bool
+    run_mode: str
+    job_ranks: int | None
+    """The job's layout (job.* keys, or what ds-helper chose when it started the job): each rank checks the
+    manager placed it so, and derives NODE_RANK from it (resolve.apply_job_layout)."""
+    job_nodes: int | None
+    job_ranks_per_node: int | None
+    job_hosts: list[str]
+    """In order; the first one is MASTER_ADDR of a job on several nodes."""
+    job_port: int | None
+    """MASTER_PORT chosen once by the job side, the same on every rank."""
 
 
 def plan_to_json(plan: Plan) -> str:
@@ -122,32 +289,69 @@ def plan_to_json(plan: Plan) -> str:
     # per rank by ``resolve`` from that rank's environment. What the plan does fix at save time is the
     # interpreter (``sys.executable`` or python=) and a relative script path checked against the current
     # directory: ranks must see the same interpreter path and start in the same directory (mpiexec's default).
-    return json.dumps({"format": PLAN_FORMAT, "plan": asdict(plan)}, indent=1, sort_keys=True)
+    import json
+
+    return json.dumps({"format": PLAN_FORMAT, "plan": plan.to_data()}, indent=1, sort_keys=True)
 
 
-def plan_from_json(text: str, where: str = "plan") -> Plan:
+def _loads(text: str) -> Any:
+    """``json.loads``, without importing the ``json`` package (its decoder and encoder import ``re``) on success.
+
+    CPython's C scanner, which ``json.loads`` itself runs, reads a well-formed plan. Anything else (a damaged
+    file, another Python without ``_json``) goes through ``json.loads``, whose messages say what is wrong; the
+    C scanner's own errors need ``json.decoder`` imported first.
+    """
     try:
-        data = json.loads(text)
-    except ValueError as exc:
-        raise LaunchError(f"{where}: not a ds-helper plan (invalid JSON: {exc})") from None
-    if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT or "plan" not in data:
-        found = data.get("format") if isinstance(data, dict) else None
-        raise LaunchError(f"{where}: plan format {found!r} is not the format {PLAN_FORMAT} this ds-helper reads")
-    plan: Plan = _build(Plan, data["plan"], where)
-    if not isinstance(plan.launchers, list):
-        raise LaunchError(f"{where}.launchers: {plan.launchers!r} is not a list")
-    plan.launchers = [_launcher_from(item, f"{where}.launchers") for item in plan.launchers]
-    if plan.fallback is not None:
-        plan.fallback = _launcher_from(plan.fallback, f"{where}.fallback")
-    plan.export = _build(ExportSpec, plan.export, f"{where}.export")
-    plan.master = _build(MasterSpec, plan.master, f"{where}.master")
-    plan.bind = _build(BindSpec, plan.bind, f"{where}.bind")
-    plan.log = _build(LogSpec, plan.log, f"{where}.log")
+        from _json import make_scanner
+
+        scan = make_scanner(_ScanSettings())  # type: ignore[arg-type]  # typeshed: any object with its fields
+        value, end = scan(text, len(text) - len(text.lstrip(_JSON_SPACE)))
+        if not text[end:].strip(_JSON_SPACE):
+            return value
+    except Exception:  # re-read below, for json's message
+        pass
+    import json
+
+    return json.loads(text, parse_constant=_constant)
+
+
+_JSON_SPACE = " \t\n\r"
+
+
+def _constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+class _ScanSettings:
+    """What ``_json.make_scanner`` reads from ``json.JSONDecoder``: strict JSON, plain dicts, no NaN."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = staticmethod(_constant)
+
+
+def plan_from_data(data: Any, where: str) -> Plan:
+    """The plan a JSON document's ``plan`` object describes, every field checked (make_plan checks the same way)."""
+    plan: Plan = Plan.from_data(data, where)
     for name in ("job_ranks", "job_nodes", "job_ranks_per_node", "job_port"):
         value = getattr(plan, name)
         if value is not None and value < 1:
             raise LaunchError(f"{where}.{name}: {value} is not a positive number")
     return plan
+
+
+def plan_from_json(text: str, where: str = "plan") -> Plan:
+    try:
+        data = _loads(text)
+    except ValueError as exc:
+        raise LaunchError(f"{where}: not a ds-helper plan (invalid JSON: {exc})") from None
+    if not isinstance(data, dict) or data.get("format") != PLAN_FORMAT or "plan" not in data:
+        found = data.get("format") if isinstance(data, dict) else None
+        raise LaunchError(f"{where}: plan format {found!r} is not the format {PLAN_FORMAT} this ds-helper reads")
+    return plan_from_data(data["plan"], where)
 
 
 def load_plan(path: str) -> Plan:
@@ -181,7 +385,7 @@ def save_plan(plan: Plan, path: str) -> None:
         raise LaunchError(f"--save-plan {path}: cannot write the plan: {exc.strerror}") from None
 
 
-def _command(config: Config) -> List[str]:
+def _command(config: "Config") -> list[str]:
     """The command before its arguments; a missing script is caught here, before any rank starts."""
     if not config.script:
         raise LaunchError("no script: give one as script=train.py (or module=true script=pkg.mod)")
@@ -203,7 +407,7 @@ def _command(config: Config) -> List[str]:
 LOG_PLACEHOLDERS = {"rank": 0, "local_rank": 0, "node_rank": 0}
 
 
-def _check_log(log: LogSpec) -> None:
+def _check_log(log: "SchemaLogSpec") -> None:
     """Bad file name templates fail at compose time, not on every rank; files stay inside log.dir."""
     for key in ("out", "err", "prefix"):
         template = getattr(log, key)
@@ -224,7 +428,7 @@ def _check_log(log: LogSpec) -> None:
 RUN_MODES = ("exec", "inprocess")
 
 
-def python_target(argv: List[str]) -> Tuple[bool, str, bool]:
+def python_target(argv: list[str]) -> tuple[bool, str, bool]:
     """(module?, script or module name, unbuffered?) of a command built by ``_command`` for Python."""
     rest = argv[1:]
     if "-m" in rest:
@@ -232,10 +436,10 @@ def python_target(argv: List[str]) -> Tuple[bool, str, bool]:
     return False, rest[-1], "-u" in rest
 
 
-def make_plan(config: Config, candidates: List[LauncherSpec]) -> Plan:
+def make_plan(config: "Config", candidates: "list[SchemaLauncherSpec]") -> Plan:
     """The plan of a composed config; ``candidates`` are every launcher option when launcher=auto."""
     auto = config.launcher.name == "auto"
-    evidence: List[str] = []
+    evidence: list[str] = []
     if auto:
         detectable = [spec for spec in candidates if spec.detect]
         launchers = sorted(detectable, key=lambda spec: -spec.priority)
@@ -248,19 +452,30 @@ def make_plan(config: Config, candidates: List[LauncherSpec]) -> Plan:
     _check_log(config.log)
     if config.run_mode not in RUN_MODES:
         raise LaunchError(f"run_mode={config.run_mode}: expected one of {', '.join(RUN_MODES)}")
-    return Plan(
-        launchers=launchers,
-        auto=auto,
-        fallback=fallback,
-        evidence=evidence,
-        argv=_command(config),
-        args=[str(arg) for arg in config.args],
-        env=dict(config.env),
-        export=config.export,
-        master=config.master,
-        bind=bind.settled(config.bind),
-        log=config.log,
-        dry_run=config.dry_run,
-        die_with_manager=config.die_with_manager,
-        run_mode=config.run_mode,
-    )
+    from dataclasses import asdict  # composing: the schema's dataclasses, turned into the plan's plain data
+
+    from ds_helper import bind
+
+    data = {
+        "launchers": [asdict(spec) for spec in launchers],
+        "auto": auto,
+        "fallback": None if fallback is None else asdict(fallback),
+        "evidence": evidence,
+        "argv": _command(config),
+        "args": [str(arg) for arg in config.args],
+        "env": dict(config.env),
+        "export": asdict(config.export),
+        "master": asdict(config.master),
+        "bind": asdict(bind.settled(config.bind)),
+        "log": asdict(config.log),
+        "dry_run": config.dry_run,
+        "die_with_manager": config.die_with_manager,
+        "run_mode": config.run_mode,
+        # The job's layout: set by ds_helper.job (with_layout) when job.* keys say something.
+        "job_ranks": None,
+        "job_nodes": None,
+        "job_ranks_per_node": None,
+        "job_hosts": [],
+        "job_port": None,
+    }
+    return plan_from_data(data, "plan")

@@ -7,64 +7,94 @@ machine. Standard library only: this runs on every rank.
 
 from __future__ import annotations
 
-import re
-import zlib
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
-
 from ds_helper import bind, hostlist
 from ds_helper.errors import LaunchError
-from ds_helper.plan import Plan
-from ds_helper.schema import RANK_FIELDS, HostSource, LauncherSpec, MasterSpec
+from ds_helper.plan import RANK_FIELDS
 
-if TYPE_CHECKING:  # binding's modules are loaded only when binding is asked for (or shown by a dry run)
+TYPE_CHECKING = False  # typing is not imported on a rank: the names below exist for mypy only
+if TYPE_CHECKING:
+    from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+
+    # binding's modules are loaded only when binding is asked for (or shown by a dry run)
     from ds_helper.bind.placement import Placement
+    from ds_helper.plan import HostSource, LauncherSpec, MasterSpec, Plan
 
-Env = Mapping[str, str]
-ReadFile = Callable[[str], str]
+    Env = Mapping[str, str]
+    ReadFile = Callable[[str], str]
 
-_INDEXED = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)\[([A-Za-z_][A-Za-z0-9_]*)\]$")
 # What a missing rank's error lists as present: variables that look like some manager's rank numbers
 # (PMI_RANK, MPI_LOCALRANKID, SLURM_LOCALID, FLUX_JOB_SIZE, ...), whichever manager set them.
-_RANK_LIKE = re.compile(r"RANK|SIZE|LOCALID|NODEID|LOCAL_ID")
+_RANK_LIKE = ("RANK", "SIZE", "LOCALID", "NODEID", "LOCAL_ID")
 _MAX_INT = 1 << 31  # far above any real rank count; keeps absurd values out of ports and core maths
 
 
-@dataclass
-class Change:
+class _Value:
+    """Equality and repr by the fields in ``__slots__`` (what a dataclass gave, without importing dataclasses)."""
+
+    __slots__: Tuple[str, ...] = ()
+
+    def _fields(self) -> Tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self.__slots__)
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self._fields() == other._fields()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}{self._fields()!r}"
+
+
+class Change(_Value):
     """One variable the script's environment gets that differs from ds-helper's own, and why."""
 
-    name: str
-    value: Optional[str]  # None: unset
-    why: str
+    __slots__ = ("name", "value", "why")
+
+    def __init__(self, name: str, value: Optional[str], why: str) -> None:
+        self.name = name
+        self.value = value  # None: unset
+        self.why = why
 
 
-@dataclass
-class Ranks:
+class Ranks(_Value):
     """The five numbers of one rank, each with the source it came from (None where the manager is silent)."""
 
-    values: Dict[str, Optional[int]]
-    sources: Dict[str, str]
+    __slots__ = ("values", "sources")
+
+    def __init__(self, values: Dict[str, Optional[int]], sources: Dict[str, str]) -> None:
+        self.values = values
+        self.sources = sources
 
     def __getitem__(self, name: str) -> Optional[int]:
         return self.values[name]
 
 
-@dataclass
-class Launch:
+class Launch(_Value):
     """Everything the runner needs to become the script, and what the dry run shows."""
 
-    launcher: str
-    why: str
-    ranks: Ranks
-    argv: List[str]
-    env: Dict[str, str]
-    changes: List[Change]
-    notes: List[str] = field(default_factory=list)
-    placement: Optional[Placement] = None
-    """CPU affinity and memory policy to apply before the exec (None: leave the process as it is)."""
-    layout_table: str = ""
-    """For the dry run: where every local rank of this node goes."""
+    __slots__ = ("launcher", "why", "ranks", "argv", "env", "changes", "notes", "placement", "layout_table")
+
+    def __init__(
+        self,
+        launcher: str,
+        why: str,
+        ranks: Ranks,
+        argv: List[str],
+        env: Dict[str, str],
+        changes: List[Change],
+        notes: Optional[List[str]] = None,
+        placement: Optional[Placement] = None,
+        layout_table: str = "",
+    ) -> None:
+        self.launcher = launcher
+        self.why = why
+        self.ranks = ranks
+        self.argv = argv
+        self.env = env
+        self.changes = changes
+        self.notes = [] if notes is None else notes
+        self.placement = placement
+        """CPU affinity and memory policy to apply before the exec (None: leave the process as it is)."""
+        self.layout_table = layout_table
+        """For the dry run: where every local rank of this node goes."""
 
 
 def read_text_file(path: str) -> str:
@@ -118,14 +148,27 @@ def _parse_count(name: str, text: str) -> int:
     return int(value)
 
 
+def _indexed(source: str) -> Optional[Tuple[str, str]]:
+    """``LIST[INDEX]`` -> (LIST, INDEX), both variable names; None for a plain variable name."""
+    list_name, bracket, rest = source.partition("[")
+    index_name = rest[:-1]
+    if bracket and rest.endswith("]") and _is_name(list_name) and _is_name(index_name):
+        return list_name, index_name
+    return None
+
+
+def _is_name(text: str) -> bool:
+    return text.isascii() and text.isidentifier()
+
+
 def _read_source(source: str, env: Env) -> Optional[Tuple[int, str]]:
     """The value of one source, or None when it is absent; ``(value, description)``."""
-    indexed = _INDEXED.match(source)
+    indexed = _indexed(source)
     if indexed is None:
         if source not in env:
             return None
         return _parse_count(source, env[source]), f"{source}={env[source]}"
-    list_name, index_name = indexed.groups()
+    list_name, index_name = indexed
     if list_name not in env or index_name not in env:
         return None
     index = _parse_count(index_name, env[index_name])
@@ -158,7 +201,7 @@ def resolve_ranks(spec: LauncherSpec, env: Env) -> Ranks:
     for required in ("rank", "local_rank"):
         if values[required] is None:
             looked = ", ".join(getattr(spec, required)) or "none"
-            others = sorted(n for n in env if _RANK_LIKE.search(n))[:8]
+            others = sorted(n for n in env if any(word in n for word in _RANK_LIKE))[:8]
             present = ", ".join(others) or "no rank variables"
             raise LaunchError(f"launcher={spec.name}: {required} not found (looked for {looked}); present: {present}")
     _check_bounds(values, sources)
@@ -278,9 +321,15 @@ def master_port(
         job = env.get(name)
         if job:
             # Same job, same port on every rank; different jobs sharing a node rarely collide.
-            number = int(job) if job.isdigit() and len(job) < 19 else zlib.crc32(job.encode())
+            number = int(job) if job.isdigit() and job.isascii() and len(job) < 19 else _checksum(job)
             return master.port_base + number % max(master.port_span, 1), f"from {name}={job}"
     return master.default_port, "master.default_port"
+
+
+def _checksum(text: str) -> int:
+    import zlib  # only for a job id that is not a number
+
+    return zlib.crc32(text.encode())
 
 
 # --- the whole rank ------------------------------------------------------------------------------------------

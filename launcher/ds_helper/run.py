@@ -7,22 +7,30 @@ helper stays resident.
 
 from __future__ import annotations
 
+import io
 import os
-import signal
 import sys
-from typing import List, NoReturn, Optional, TextIO
 
 from ds_helper import bind
 from ds_helper.errors import LaunchError
-from ds_helper.plan import Plan, python_target
-from ds_helper.resolve import Launch
-from ds_helper.schema import RANK_FIELDS
+from ds_helper.plan import RANK_FIELDS, python_target
+
+TYPE_CHECKING = False  # typing is not imported on a rank: the names below exist for mypy only
+if TYPE_CHECKING:
+    from typing import List, NoReturn, Optional, TextIO
+
+    from ds_helper.plan import Plan
+    from ds_helper.resolve import Launch
+
+SIGINT, SIGKILL = 2, 9  # Linux's numbers; the signal module imports enum, which a rank does not need
+
+_SHELL_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-")
 
 
 def _quote(argv: List[str]) -> str:
-    import shlex  # only for what a human reads
-
-    return " ".join(shlex.quote(arg) for arg in argv)
+    """The command as a shell would need it typed (what ``shlex.quote`` does; shlex imports re)."""
+    quoted = (arg if arg and _SHELL_SAFE.issuperset(arg) else "'" + arg.replace("'", "'\"'\"'") + "'" for arg in argv)
+    return " ".join(quoted)
 
 
 def _rank_label(launch: Launch) -> str:
@@ -73,6 +81,31 @@ def should_log(plan: Plan, launch: Launch) -> bool:
 PR_SET_PDEATHSIG = 1
 
 
+def _libc_call(name: str, *args: int) -> int:
+    """``ctypes.CDLL(None).NAME(*args)``: a C library function already in this process, int arguments.
+
+    Done with ctypes' C core, which is what ``ctypes.CDLL`` itself builds on: ``import ctypes`` first defines
+    its whole type zoo and imports struct and types, ~2 ms of every rank's start-up for this one call.
+    Should that core ever change shape, ctypes itself does the call.
+    """
+    try:
+        import _ctypes
+
+        class Function(_ctypes.CFuncPtr):
+            _flags_ = _ctypes.FUNCFLAG_CDECL  # int arguments and an int result, as ctypes' default
+
+        class Process:  # what ctypes.CDLL(None) holds: the program and the libraries it has loaded
+            _handle = _ctypes.dlopen(None, _ctypes.RTLD_LOCAL)  # type: ignore[arg-type]  # None: the program
+
+        function = Function((name, Process))  # type: ignore[arg-type]  # any object with a _handle
+    except (ImportError, AttributeError, TypeError):
+        import ctypes
+
+        function = getattr(ctypes.CDLL(None), name)
+    result: int = function(*args)
+    return result
+
+
 def _die_with_manager() -> None:
     """SIGKILL for the script when the manager's process that started this rank dies, even by SIGKILL.
 
@@ -81,12 +114,10 @@ def _die_with_manager() -> None:
     forked us exits; the managers tested (MPICH's proxy, Open MPI's mpirun, slurmstepd) fork ranks from
     threads that live as long as the job. ``die_with_manager=false`` turns it off.
     """
-    import ctypes  # only here: ctypes.util is not needed, the C library is already in the process
-
     parent = os.getppid()
-    ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    _libc_call("prctl", PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # the manager died before the setting took effect
-        raise SystemExit(128 + signal.SIGKILL)
+        raise SystemExit(128 + SIGKILL)
 
 
 def _log_names(plan: Plan, launch: Launch) -> dict[str, str]:
@@ -174,8 +205,6 @@ def run_in_process(plan: Plan, launch: Launch) -> NoReturn:
     What ``exec`` gets from the kernel is done by hand: the environment, argv, ``sys.path[0]``, ``__main__``,
     unbuffered output, and Python's own ending (exit code, traceback and exit 1, death by SIGINT).
     """
-    import runpy
-
     module, target, unbuffered = python_target(plan.argv)
     args = launch.argv[len(plan.argv) :]
     os.environ.clear()
@@ -187,22 +216,42 @@ def run_in_process(plan: Plan, launch: Launch) -> NoReturn:
         if module:
             sys.argv = [target, *args]
             sys.path[0] = os.getcwd()  # python -m puts the current directory first
+            import runpy  # finding a module by name is runpy's job (it imports importlib.util)
+
             runpy.run_module(target, run_name="__main__", alter_sys=True)
         else:
             sys.argv = [target, *args]
             path = os.path.abspath(target)  # python SCRIPT compiles it under its absolute path (tracebacks)
             sys.path[0] = os.path.dirname(path)  # and puts its folder first
-            runpy.run_path(path, run_name="__main__")
+            _run_script(path)
     except SystemExit:
         raise
     except KeyboardInterrupt:
+        import signal
+
         _report_uncaught()
-        signal.signal(signal.SIGINT, signal.SIG_DFL)  # Python ends by the signal, so the manager sees it
-        os.kill(os.getpid(), signal.SIGINT)
+        signal.signal(SIGINT, signal.SIG_DFL)  # Python ends by the signal, so the manager sees it
+        os.kill(os.getpid(), SIGINT)
     except BaseException:  # noqa: B036 - the script's own exception, reported as Python would
         _report_uncaught()
         raise SystemExit(1) from None
     raise SystemExit(0)
+
+
+def _run_script(path: str) -> None:
+    """What ``python SCRIPT`` does with the script: compile it and run it as module ``__main__``.
+
+    By hand rather than ``runpy.run_path``, which imports pkgutil (and with it re and typing) before it does the
+    same: those imports were most of this mode's start-up (bench/README.md). The script is the user's own
+    command, the one thing this mode exists to run; plans and recipes still never run code.
+    """
+    main = type(sys)("__main__")
+    main.__file__ = path
+    main.__dict__["__cached__"] = None
+    sys.modules["__main__"] = main
+    with io.open_code(path) as handle:  # the opener Python itself uses for scripts (audit hooks see it)
+        code = compile(handle.read(), path, "exec")
+    exec(code, main.__dict__)  # the user's script, in this interpreter (run_mode=inprocess)
 
 
 def _report_uncaught() -> None:

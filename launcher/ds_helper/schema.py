@@ -11,8 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-RANK_FIELDS = ("rank", "local_rank", "world_size", "local_world_size", "node_rank")
-"""The five numbers a process manager tells each rank, in the order they are resolved and shown."""
+from ds_helper.plan import RANK_FIELDS  # the per-rank path's module holds it; the schema's names follow it
 
 
 def _help(text: str, *, list_keys: bool = True) -> Dict[str, Any]:

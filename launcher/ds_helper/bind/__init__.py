@@ -16,30 +16,34 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Callable, Dict, List, Mapping, Optional, Tuple
 
 from ds_helper.errors import LaunchError
-from ds_helper.schema import BindSpec
 
+TYPE_CHECKING = False  # every rank imports this face: typing, dataclasses and the schema only for mypy
 if TYPE_CHECKING:
+    from typing import Callable, Dict, List, Mapping, Optional, Tuple
+
     from ds_helper.bind.placement import Placement
     from ds_helper.bind.topology import Topology
+    from ds_helper.plan import BindSpec as PlanBindSpec
+    from ds_helper.schema import BindSpec
 
-Machine = Tuple["Topology", Tuple[int, ...]]
-"""The node's CPU/NUMA topology and the CPUs this process may use."""
-ReadMachine = Callable[[], Machine]
+    Machine = Tuple[Topology, Tuple[int, ...]]
+    """The node's CPU/NUMA topology and the CPUs this process may use."""
+    ReadMachine = Callable[[], Machine]
 
 
-@dataclass
 class RankBinding:
     """What binding means for one rank: its placement, the node's layout (for the dry run) and notes."""
 
-    placement: Optional[Placement] = None
-    """CPU affinity, memory policy and variables for this rank (None: leave the process as it is)."""
-    table: str = ""
-    """Where every local rank of this node goes, one line each (empty without binding)."""
-    notes: List[str] = field(default_factory=list)
+    __slots__ = ("placement", "table", "notes")
+
+    def __init__(self, placement: Optional[Placement] = None, table: str = "", notes: Optional[List[str]] = None):
+        self.placement = placement
+        """CPU affinity, memory policy and variables for this rank (None: leave the process as it is)."""
+        self.table = table
+        """Where every local rank of this node goes, one line each (empty without binding)."""
+        self.notes = [] if notes is None else notes
 
     @property
     def env(self) -> Dict[str, str]:
@@ -47,13 +51,15 @@ class RankBinding:
         return {} if self.placement is None else self.placement.env
 
 
-def requested(spec: BindSpec) -> bool:
+def requested(spec: BindSpec | PlanBindSpec) -> bool:
     """Whether these settings (as :func:`settled` left them) bind anything: cores, memory or GPUs."""
     return spec.policy != "none" or spec.gpus not in (None, False, "off")
 
 
 def settled(spec: BindSpec) -> BindSpec:
     """The settings as every rank will read them: policy 'auto' decided, the core list checked and canonical."""
+    from dataclasses import replace  # composing, not on a rank
+
     from ds_helper.bind.cpuset import format_cpus, parse_cpus
 
     cores = None if spec.cores is None else format_cpus(parse_cpus(spec.cores))
@@ -83,7 +89,7 @@ def _pinned_note(topology: Topology, usable: Tuple[int, ...]) -> Optional[str]:
 
 
 def for_rank(
-    spec: BindSpec,
+    spec: BindSpec | PlanBindSpec,
     *,
     local_rank: int,
     local_world_size: Optional[int],
@@ -107,9 +113,11 @@ def for_rank(
             f"binding needs the number of ranks on this node, and launcher={launcher} does not give it; use bind=none"
         )
     from ds_helper.bind.placement import format_layout_table, layout
+    from ds_helper.schema import BindSpec  # what layout reads; the plan holds the same fields (tests/test_plan.py)
 
+    settings = spec if isinstance(spec, BindSpec) else BindSpec(**spec.to_data())
     try:
-        placements = layout(spec, local_world_size=local_world_size, topology=topology, usable=usable, env=env)
+        placements = layout(settings, local_world_size=local_world_size, topology=topology, usable=usable, env=env)
     except LaunchError as exc:
         raise LaunchError(f"{exc}" + (f"; note: {pinned}" if pinned else "")) from None
     own = placements[local_rank]
