@@ -279,7 +279,7 @@ def _plan(launcher: str, **job: object) -> Plan:
     from ds_helper.schema import Config
 
     config = Config(launcher=LAUNCHERS[launcher], script=str(SCRIPTS / "show.py"))
-    return plan_from_json(plan_to_json(Plan(**{**make_plan(config, []).__dict__, **job})))
+    return plan_from_json(plan_to_json(Plan.from_data({**make_plan(config, []).to_data(), **job}, "plan")))
 
 
 def _exports(plan: Plan, env: Dict[str, str]) -> Dict[str, str]:
@@ -300,11 +300,8 @@ def test_mpich_on_two_nodes_gets_node_rank_master_addr_and_the_jobs_port_from_th
 
 def test_master_addr_and_port_settings_still_win_over_the_jobs_choice() -> None:
     env = _recorded("mpich-hydra-pmi-port-2x2")[3]
-    from ds_helper.schema import MasterSpec
-
-    plan = _plan(
-        "mpich", job_ranks_per_node=2, job_hosts=["n1", "n2"], job_port=31234, master=MasterSpec(addr="head", port=4242)
-    )
+    master = {**_plan("mpich").master.to_data(), "addr": "head", "port": 4242}
+    plan = _plan("mpich", job_ranks_per_node=2, job_hosts=["n1", "n2"], job_port=31234, master=master)
     assert (_exports(plan, env)["MASTER_ADDR"], _exports(plan, env)["MASTER_PORT"]) == ("head", "4242")
     assert _exports(_plan("mpich", job_port=31234), {**env, "MASTER_PORT": "99"}).get("MASTER_PORT") is None
 

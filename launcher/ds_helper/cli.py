@@ -262,7 +262,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     debug = bool(os.environ.get("DS_HELPER_DEBUG"))
     args = sys.argv[1:] if argv is None else argv
     try:
-        if not args and "DS_HELPER_PLAN" in os.environ:  # plan.PLAN_VAR: a rank of a job ds-helper started
+        from ds_helper.plan import PLAN_VAR
+
+        if not args and PLAN_VAR in os.environ:  # a rank of a job ds-helper started (ds_helper.job)
             run_env_plan()
         request = parse_argv(args)
         debug = debug or request.debug  # ds-helper's own --debug, not one among the script's arguments
