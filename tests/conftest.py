@@ -19,6 +19,13 @@ import yaml
 from ds_helper.compose import compose_config
 from ds_helper.plan import Plan, make_plan
 from ds_helper.schema import RANK_FIELDS, ExportSpec
+from hypothesis import settings
+
+# Under CI=true (as .ci/run is run in CI) hypothesis replays the same examples every run, so a landing is
+# never decided by a lucky draw; a developer's run draws new ones each time and keeps failures in .hypothesis/.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 pytest_plugins = ["slurm_fixture"]
 

@@ -7,7 +7,7 @@ from ds_helper.errors import LaunchError
 
 def test_everything_after_the_first_double_dash_is_the_scripts_verbatim() -> None:
     request = parse_argv(["launcher=mpich", "script=train.py", "--", "--lr", "3e-4", "--", "x=1", "-m"])
-    assert request.overrides == ["launcher=mpich", "script=train.py"]
+    assert (request.overrides, request.script) == (["launcher=mpich"], "train.py")  # a path never meets Hydra
     assert request.script_args == ["--lr", "3e-4", "--", "x=1", "-m"]
 
 

@@ -217,6 +217,7 @@ RANK_PATH = {
     "ds_helper.hostlist",
     "ds_helper.resolve",
     "ds_helper.run",
+    "ds_helper.streams",  # standard streams and signal state before exec (issue 12)
     "ds_helper.bind",  # binding's face only: its modules are imported when binding is asked for
     "__future__",
     "_json",

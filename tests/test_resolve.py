@@ -61,6 +61,17 @@ def test_every_rank_variable_and_its_aliases_are_exported(auto_plan: Plan) -> No
     assert launch.ranks.sources["rank"] == "PMI_RANK=1"
 
 
+def test_an_outer_jobs_number_the_manager_does_not_give_is_unset(auto_plan: Plan) -> None:
+    # Two nodes under MPICH: no node rank from the manager; a NODE_RANK and LOCAL_WORLD_SIZE left over from an
+    # outer job (a pod, an sbatch script) must not reach the script as if they were this rank's.
+    env = {"PMI_RANK": "3", "PMI_SIZE": "4", "MPI_LOCALRANKID": "1", "NODE_RANK": "0", "GROUP_RANK": "5"}
+    launch = resolve(auto_plan, env, [])
+    for name in ("NODE_RANK", "GROUP_RANK", "LOCAL_WORLD_SIZE", "LOCAL_SIZE"):
+        assert name not in launch.env, name
+    why = {change.name: change.why for change in launch.changes if change.value is None}
+    assert why["NODE_RANK"] == "node_rank not given by launcher=mpich"
+
+
 def test_sources_that_disagree_name_both(auto_plan: Plan) -> None:
     with pytest.raises(LaunchError, match=r"rank: PMIX_RANK=0 disagrees with PMI_RANK=1"):
         resolve(auto_plan, {**MPICH_RANK1, "PMIX_RANK": "0"}, [])

@@ -11,6 +11,8 @@ they mean, so DeepSpeed's MPICH runner works with ds-helper in place of launcher
 
 from __future__ import annotations
 
+import os
+
 from ds_helper.errors import LaunchError
 
 TYPE_CHECKING = False  # every rank parses its command line: typing, dataclasses and re are not imported
@@ -34,10 +36,11 @@ class Request:
     def __init__(self) -> None:
         self.overrides: List[str] = []
         self.env: Dict[str, Optional[str]] = {}  # env.NAME=VALUE / ~env.NAME, kept verbatim
-        self.script: Optional[str] = None  # given positionally (torchrun / DeepSpeed style)
+        self.script: Optional[str] = None  # script=PATH, or given positionally (torchrun / DeepSpeed style)
         self.script_args: List[str] = []
         self.show_cfg: Optional[str] = None  # --cfg job|all
         self.help = False
+        self.version = False  # --version
         self.debug = False
         self.list_recipes = False  # --list-recipes
         self.check: Optional[List[str]] = None  # --check [FILE|FOLDER ...]: recipes to validate (empty: all)
@@ -75,6 +78,8 @@ def parse_argv(argv: List[str]) -> Request:
             break
         if token in ("-h", "--help"):
             request.help = True
+        elif token == "--version":
+            request.version = True
         elif token == "--debug":
             request.debug = True
         elif token in ("-m", "--multirun"):
@@ -99,7 +104,11 @@ def parse_argv(argv: List[str]) -> Request:
             value, index = _flag_value(argv, index)
             if not value:
                 raise LaunchError(f"{flag} needs a file name")
-            setattr(request, flag[2:].replace("-", "_"), value)
+            attribute = flag[2:].replace("-", "_")
+            earlier = getattr(request, attribute)
+            if earlier is not None:
+                raise LaunchError(f"{flag} given 2 times: {flag} {earlier}, {flag} {value}")
+            setattr(request, attribute, value)
         elif token == "--launcher" or token.startswith("--launcher="):
             value, index = _flag_value(argv, index)
             request.overrides.append(f"launcher={value.lower()}")  # DeepSpeed lowercases it too
@@ -109,19 +118,56 @@ def parse_argv(argv: List[str]) -> Request:
         elif token in _DEEPSPEED_SWITCHES:
             request.overrides.append(_DEEPSPEED_SWITCHES[token])
         elif token.startswith("-"):
-            raise LaunchError(f"unknown option {token} (ds-helper --help lists the options)")
+            raise LaunchError(_unknown_option(token))
         elif (assignment := _env_override(token)) is not None:
             request.env[_env_name(assignment[0])] = assignment[1]
         elif token.startswith("~env."):
             request.env[_env_name(token[len("~env.") :])] = None
-        elif "=" in token or token.startswith("~"):
+        elif token.lstrip("+").startswith("script="):  # a path, verbatim: Hydra's grammar would choke on '='
+            if request.script is not None:
+                raise LaunchError(f"script given 2 times: script={request.script}, {token.lstrip('+')}")
+            request.script = token.partition("=")[2]
+        elif is_override(token):
             request.overrides.append(_quote_list_value(token))
         else:
+            if request.script is not None:
+                raise LaunchError(f"script given twice: as script= and as {token!r}")
             request.script = token
             request.script_args = argv[index + 1 :]
             break
         index += 1
+    _refuse_repeats(request.overrides)
     return request
+
+
+def is_override(token: str) -> bool:
+    """An override is ``KEY=VALUE`` (``+``/``++``/``~`` in front allowed) or ``~KEY``; anything else is the script.
+
+    A path is never taken for an override (README, "The command line"): a token naming an existing file or
+    folder is the script (``runs/lr=0.1/train.py``, as Hydra names its output folders), and so is any token
+    whose part before ``=`` holds a ``/``, which no ds-helper key does.
+    """
+    key, equals, _ = token.partition("=")
+    if not equals and not token.startswith("~"):
+        return False
+    return "/" not in key and not os.path.exists(token)
+
+
+def _unknown_option(token: str) -> str:
+    if os.path.exists(token):  # a script whose name starts with '-': python would take it for an option too
+        return f"{token} is taken for an option; to run the file of that name write ./{token}"
+    return f"unknown option {token} (ds-helper --help lists the options)"
+
+
+# Keys that choose one thing: given twice, one choice would be silently dropped.
+_SINGLE_CHOICE = ("launcher", "recipe")  # and script, which never reaches the overrides
+
+
+def _refuse_repeats(overrides: List[str]) -> None:
+    for key in _SINGLE_CHOICE:
+        given = [o.lstrip("+") for o in overrides if o.lstrip("+").partition("=")[0] == key]
+        if len(given) > 1:
+            raise LaunchError(f"{key} given {len(given)} times: {', '.join(given)}")
 
 
 def _env_override(token: str) -> Optional[Tuple[str, str]]:

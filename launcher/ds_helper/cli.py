@@ -11,6 +11,7 @@ import sys
 
 from ds_helper.argv import parse_argv
 from ds_helper.errors import LaunchError
+from ds_helper.streams import hold_closed_fds, say
 
 TYPE_CHECKING = False  # the --plan path imports neither typing nor the schema's dataclasses
 if TYPE_CHECKING:
@@ -30,6 +31,7 @@ FLAGS = (
     ("--save-plan FILE", "compose and check once, write the launch plan to FILE (JSON); start nothing"),
     ("--plan FILE", "start this rank from a saved plan: no composition, standard library only"),
     ("--debug", "show the traceback of an error (also DS_HELPER_DEBUG=1)"),
+    ("--version", "print the installed version and exit"),
     ("-h, --help", "this help"),
     ("--launcher NAME, --module, --no_python,", ""),
     ("--bind_cores_to_rank, --bind_core_list L", "DeepSpeed launcher_helper's flags, same meaning"),
@@ -54,6 +56,7 @@ def check_override_keys(overrides: List[str]) -> None:
     from ds_helper.schema import Config
 
     for override in overrides:
+        _refuse_removal_and_packages(override)
         key = override.lstrip("+~").partition("=")[0].split("@", 1)[0]
         if key == "recipe":  # a group of its own, resolved by compose (ds_helper/recipe.py)
             continue
@@ -67,9 +70,41 @@ def check_override_keys(overrides: List[str]) -> None:
                 prefix = ".".join(walked)
                 options = [f"{prefix}.{n}" if prefix else n for n in names]
                 wrong = f"{prefix}.{part}" if prefix else part
-                raise LaunchError(f"unknown key {wrong!r} in {override!r}{_suggest(wrong, options)}")
+                hint = _suggest(wrong, options) or _path_hint(override)
+                raise LaunchError(f"unknown key {wrong!r} in {override!r}{hint}")
             walked.append(part)
             node = getattr(node, part)
+
+
+# What removing a key would mean, where ds-helper can say what to write instead (``~env.NAME`` unsets a variable
+# and ``~args`` / ``~env`` empty those lists; every other removal would only leave a hole Hydra cannot fill).
+_REMOVAL_HINTS = {
+    "launcher": "the process manager cannot be removed; choose one with launcher=NAME (launcher=auto detects it)",
+    "script": "the script cannot be removed; give one as script=train.py or as the first argument",
+    "recipe": "there is no recipe to remove; a recipe is only ever added, with recipe=NAME",
+    "bind": "binding cannot be removed; turn it off with bind=none",
+}
+_REMOVABLE = ("env", "args")
+
+
+def _refuse_removal_and_packages(override: str) -> None:
+    """``~KEY`` and ``GROUP@PACKAGE=...``: one line naming the key and what to write, not Hydra's internals."""
+    key = override.lstrip("+~").partition("=")[0]
+    if "@" in key:
+        name = key.split("@", 1)[0]
+        raise LaunchError(
+            f"{override}: ds-helper's keys take no @package; write {name}={override.partition('=')[2] or 'VALUE'}"
+        )
+    if override.startswith("~") and key not in _REMOVABLE:
+        hint = _REMOVAL_HINTS.get(key, f"ds-helper's settings cannot be removed; set {key}=VALUE instead")
+        raise LaunchError(f"~{key}: {hint}")
+
+
+def _path_hint(override: str) -> str:
+    """A token taken for an override may have been meant as a script that is not there (README: The command line)."""
+    if override[:1] in "+~" or not override.endswith(".py"):
+        return ""
+    return f" (a script? no such file here; a path with '=' is always a script when written ./{override})"
 
 
 def print_help() -> None:
@@ -106,7 +141,7 @@ def list_recipes() -> int:
     found = recipes.available()
     for folder in recipes.team_folders():
         if not os.path.isdir(folder):
-            print(f"ds-helper: note: {recipes.PATH_VAR} entry {folder} is not a folder", file=sys.stderr)
+            say(f"ds-helper: note: {recipes.PATH_VAR} entry {folder} is not a folder")
     rows = []
     for name in sorted(found):
         for index, item in enumerate([found[name], *found[name].shadows]):
@@ -141,7 +176,7 @@ def check_recipes(paths: List[str]) -> int:
     for path in targets:
         problems = check_recipe(path) if os.path.isfile(path) else [recipes.Problem(path, None, "no such file")]
         for problem in problems:
-            print(f"ds-helper: error: {problem}", file=sys.stderr)
+            say(f"ds-helper: error: {problem}")
         if problems:
             failed += 1
         else:
@@ -152,8 +187,6 @@ def check_recipes(paths: List[str]) -> int:
 def compose_request(request: Request) -> tuple[Config, List[LauncherSpec]]:
     """The config the command line asks for (overrides, positional script, env.*), and auto's candidates."""
     check_override_keys(request.overrides)
-    if request.script is not None and any(o.lstrip("+").startswith("script=") for o in request.overrides):
-        raise LaunchError(f"script given twice: as script= and as {request.script!r}")
 
     from ds_helper.compose import compose_config
 
@@ -162,6 +195,17 @@ def compose_request(request: Request) -> tuple[Config, List[LauncherSpec]]:
         config.script = request.script
     config.env.update(request.env)
     return config, candidates
+
+
+def _refuse_with_plan(request: Request) -> None:
+    """Flags that compose or inspect a config have nothing to act on beside a saved plan."""
+    for flag, given in (
+        ("--provenance", request.provenance),
+        ("--list-recipes", request.list_recipes),
+        ("--check", request.check is not None),
+    ):
+        if given:
+            raise LaunchError(f"{flag} cannot be combined with --plan: the plan is composed already (try --dry-run)")
 
 
 def run_plan(request: Request, path: str) -> int:
@@ -213,6 +257,16 @@ def run(request: Request) -> int:
     if request.help:
         print_help()
         return 0
+    if request.version:
+        from importlib.metadata import PackageNotFoundError, version  # only here: off the per-rank path
+
+        try:
+            print(f"ds-helper {version('ds-helper')}")
+        except PackageNotFoundError:
+            raise LaunchError("--version: ds-helper is not installed (running from a source folder)") from None
+        return 0
+    if request.plan is not None:
+        _refuse_with_plan(request)
     if request.list_recipes:
         return list_recipes()
     if request.check is not None:
@@ -249,17 +303,31 @@ def run(request: Request) -> int:
         plan.args = [*plan.args, *request.script_args]
         save_plan(plan, request.save_plan)
         if not plan.log.quiet:
-            print(
-                f"ds-helper: plan saved to {request.save_plan}; start each rank with: "
-                f"ds-helper --plan {request.save_plan}",
-                file=sys.stderr,
-            )
+            saved = request.save_plan
+            say(f"ds-helper: plan saved to {saved}; start each rank with: ds-helper --plan {saved}")
         return 0
     start_rank(plan, os.environ, request.script_args)
 
 
+_OUTPUT_FAILURES = ("ENOSPC", "EIO", "EFBIG", "EDQUOT")  # writing ds-helper's own output failed
+
+
+def debug_from_environment() -> bool:
+    """DS_HELPER_DEBUG set to anything but an empty or a false-looking value (0, false, no, off)."""
+    return os.environ.get("DS_HELPER_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _silence_stdout() -> None:
+    """The reader left or the disk is full: no second error when Python flushes stdout at exit."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
 def main(argv: Optional[List[str]] = None) -> int:
-    debug = bool(os.environ.get("DS_HELPER_DEBUG"))
+    hold_closed_fds()
+    debug = debug_from_environment()
     args = sys.argv[1:] if argv is None else argv
     try:
         from ds_helper.plan import PLAN_VAR
@@ -268,18 +336,28 @@ def main(argv: Optional[List[str]] = None) -> int:
             run_env_plan()
         request = parse_argv(args)
         debug = debug or request.debug  # ds-helper's own --debug, not one among the script's arguments
-        return run(request)
+        code = run(request)
+        sys.stdout.flush()  # here, where a failure can still be reported as one line
+        return code
     except LaunchError as exc:
         if debug:
             raise
-        print(f"ds-helper: error: {exc}", file=sys.stderr)
+        say(f"ds-helper: error: {exc}")
         return 2
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         # `ds-helper --help | head`: the reader left; no traceback, and no second error at exit.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _silence_stdout()
         return 1
+    except OSError as exc:
+        import errno  # only on this failure: kept off the per-rank start-up
+
+        if debug or errno.errorcode.get(exc.errno or 0) not in _OUTPUT_FAILURES:
+            raise
+        _silence_stdout()
+        say(f"ds-helper: error: cannot write the output: {exc.strerror}")
+        return 2
 
 
 if __name__ == "__main__":

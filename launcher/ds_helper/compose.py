@@ -245,7 +245,9 @@ def _register_recipes(loaded: List[recipes.Loaded]) -> None:
         try:
             node = OmegaConf.create(item.text)
         except (OmegaConfBaseException, ValueError) as exc:
-            raise LaunchError(f"{item.recipe.path}: {explain(exc)}") from None
+            line = _line_of(exc, item.lines) or _line_holding(exc, item.text)
+            where = f"{item.recipe.path}:{line}" if line else item.recipe.path
+            raise LaunchError(f"{where}: {explain(exc)}") from None
         store.store(group="recipe", name=item.recipe.name, node=node, package="_global_")
 
 
@@ -255,8 +257,7 @@ def _recipe_override(overrides: List[str]) -> tuple[List[str], List[recipes.Load
     chosen = [o.partition("=")[2] for o in overrides if o.lstrip("+").partition("=")[0] == "recipe"]
     if not chosen:
         return overrides, []
-    if len(chosen) > 1:
-        raise LaunchError(f"recipe given {len(chosen)} times: {', '.join('recipe=' + c for c in chosen)}")
+    # given more than once: refused by ds_helper.argv already
     value = chosen[0].strip("'\"")
     name, visible = recipes.select(value)
     loaded = recipes.chain(name, visible)
@@ -301,6 +302,10 @@ def _recipe_error(exc: BaseException, loaded: List[recipes.Loaded]) -> str:
             line = _line_of(exc, item.lines)
             where = f"{item.recipe.path}:{line}" if line else item.recipe.path
             return f"{where}: {message[match.end() :]}"  # type: ignore[union-attr]
+    for item in reversed(loaded):  # resolving after composition (an interpolation): the last recipe setting the key
+        line = _line_of(exc, item.lines)
+        if line:
+            return f"{item.recipe.path}:{line}: {message}"
     return message
 
 
@@ -312,6 +317,19 @@ def config_yaml(config: Config) -> str:
 
 _FULL_KEY = re.compile(r"full_key: (\S+)")
 _COMPOSING = re.compile(r"^In '[^']*': \w+ raised while composing config:; ")
+
+
+_BAD_INPUT = re.compile(r"at input '(.+?)'")
+
+
+def _line_holding(exc: BaseException, text: str) -> Optional[int]:
+    """For a grammar error (``${oops``): the first line of the file holding the text the parser stopped at."""
+    match = _BAD_INPUT.search(str(exc))
+    if match:
+        for number, line in enumerate(text.splitlines(), start=1):
+            if match.group(1) in line:
+                return number
+    return None
 
 
 def _line_of(exc: BaseException, lines: Dict[str, int]) -> Optional[int]:
@@ -339,18 +357,20 @@ def check_recipe(path: str) -> List[recipes.Problem]:
     _, lines, problems = recipes.load(path, text)
     if problems:
         return problems
-    name = os.path.basename(path).rsplit(".", 1)[0]
-    if not path.endswith(".yaml") or not recipes.NAME.match(name):
-        return [recipes.Problem(path, None, "a recipe file is NAME.yaml, NAME of letters, digits, _ . -")]
+    name = recipes.recipe_name(path)
+    if name is None:
+        return [recipes.Problem(path, None, recipes.NOT_A_RECIPE_NAME)]
     visible = recipes.available(extra_first=os.path.dirname(os.path.abspath(path)))
     visible[name] = recipes.Recipe(name, os.path.abspath(path), "checked")
     with hydra_context():
         try:
             _register_recipes(recipes.chain(name, visible))
             _typed(compose(config_name="config", overrides=[f"recipe={name}"]))
-        except LaunchError as exc:
-            message = str(exc).removeprefix(os.path.abspath(path) + ": ")
-            return [recipes.Problem(path, None, message)]
+        except LaunchError as exc:  # raised naming the file (and line): said here as --check says it
+            where = re.match(re.escape(os.path.abspath(path)) + r"(?::(\d+))?: (.*)", str(exc), re.DOTALL)
+            if where is None:
+                return [recipes.Problem(path, None, str(exc))]
+            return [recipes.Problem(path, int(where.group(1)) if where.group(1) else None, where.group(2))]
         except (HydraException, OmegaConfBaseException) as exc:
             message = _COMPOSING.sub("", explain(exc))
             return [recipes.Problem(path, _line_of(exc, lines), message)]

@@ -399,7 +399,10 @@ def _command(config: "Config") -> list[str]:
     flags = ["-u"] if config.unbuffered else []
     if config.module:
         return [python, *flags, "-m", config.script]
-    if not os.path.isfile(config.script):
+    if os.path.isdir(config.script):  # python runs a folder's (or a zip's) __main__.py
+        if not os.path.isfile(os.path.join(config.script, "__main__.py")):
+            raise LaunchError(f"script {config.script!r} is a folder without __main__.py")
+    elif not os.path.isfile(config.script):
         raise LaunchError(f"script {config.script!r} not found (from {os.getcwd()})")
     return [python, *flags, config.script]
 

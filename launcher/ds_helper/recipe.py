@@ -80,12 +80,22 @@ def folders() -> List[Tuple[str, str]]:
     return [(folder, folder) for folder in team_folders()] + [(shipped_folder(), SHIPPED)]
 
 
+NOT_A_RECIPE_NAME = "a recipe file is NAME.yaml, NAME of letters, digits, _ . -"
+
+
+def recipe_name(path: str) -> Optional[str]:
+    """The recipe a file name stands for, or None: the one rule --list-recipes, --check and recipe= share."""
+    base = os.path.basename(path)
+    name = base[: -len(".yaml")]
+    return name if base.endswith(".yaml") and NAME.match(name) else None
+
+
 def folder_files(folder: str) -> List[str]:
     try:
         names = sorted(os.listdir(folder))
     except OSError:
         return []
-    return [os.path.join(folder, n) for n in names if n.endswith(".yaml") and os.path.isfile(os.path.join(folder, n))]
+    return [os.path.join(folder, n) for n in names if recipe_name(n) and os.path.isfile(os.path.join(folder, n))]
 
 
 def available(extra_first: Optional[str] = None) -> Dict[str, Recipe]:
@@ -98,7 +108,7 @@ def available(extra_first: Optional[str] = None) -> Dict[str, Recipe]:
             continue
         seen.add(os.path.realpath(folder))
         for path in folder_files(folder):
-            name = os.path.basename(path)[: -len(".yaml")]
+            name = os.path.basename(path)[: -len(".yaml")]  # folder_files keeps recipe names only
             recipe = Recipe(name, path, origin)
             if name in found:
                 found[name].shadows.append(recipe)
@@ -117,9 +127,9 @@ def select(value: str) -> Tuple[str, Dict[str, Recipe]]:
         path = os.path.abspath(value)
         if not os.path.isfile(path):
             raise LaunchError(f"recipe={value}: no such file")
-        name = os.path.basename(path).rsplit(".", 1)[0]
-        if not NAME.match(name):
-            raise LaunchError(f"recipe={value}: the file name must be a plain name (letters, digits, _ . -)")
+        name = recipe_name(path)
+        if name is None:
+            raise LaunchError(f"recipe={value}: {NOT_A_RECIPE_NAME}")
         recipes = available(extra_first=os.path.dirname(path))  # its bases: its own folder first, as --check
         recipes[name] = Recipe(name, path, "command line")
         return name, recipes

@@ -361,10 +361,11 @@ def resolve(
 
     for name in RANK_FIELDS:
         value = ranks[name]
-        if value is None:
-            continue
         for exported in getattr(plan.export, name):
-            changes.append(Change(exported, str(value), f"{name} <- {ranks.sources[name]}"))
+            if value is not None:
+                changes.append(Change(exported, str(value), f"{name} <- {ranks.sources[name]}"))
+            elif exported in env:  # an outer job's number, not this rank's: the script must not read it
+                changes.append(Change(exported, None, f"{name} not given by launcher={spec.name}"))
 
     addr, addr_why = master_addr(spec, ranks, plan.master, env, read_file, plan.job_hosts)
     if addr is not None:

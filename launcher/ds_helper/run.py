@@ -14,9 +14,11 @@ import sys
 from ds_helper import bind
 from ds_helper.errors import LaunchError
 from ds_helper.plan import RANK_FIELDS, python_target
+from ds_helper.streams import flush_quietly, python_signals, release_held_fds, restore_signals, say
 
 TYPE_CHECKING = False  # typing is not imported on a rank: the names below exist for mypy only
 if TYPE_CHECKING:
+    from types import ModuleType
     from typing import List, NoReturn, Optional, TextIO
 
     from ds_helper.plan import Plan
@@ -138,23 +140,38 @@ def _open_logs(plan: Plan, launch: Launch) -> Optional[dict[str, str]]:
     if plan.log.dir:
         try:
             os.makedirs(plan.log.dir, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise LaunchError(f"log.dir={plan.log.dir}: not a folder (a file is in the way)") from None
         except OSError as exc:
             raise LaunchError(f"log.dir={plan.log.dir}: {exc.strerror}") from None
     return names
 
 
-def _redirect(names: dict[str, str]) -> None:
-    """stdout and stderr of the script into the rank's files: set on this process, kept through exec."""
+def _open_log_files(names: dict[str, str]) -> list[tuple[int, int]]:
+    """The rank's files for stdout and stderr, opened (every failure before anything changes), fd pairs."""
+    opened: list[tuple[int, int]] = []
     for fd, key in ((1, "out"), (2, "err")):
         try:
-            target = os.open(names[key], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            opened.append((os.open(names[key], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), fd))
         except OSError as exc:
+            for target, _ in opened:
+                os.close(target)
             raise LaunchError(f"cannot write {names[key]}: {exc.strerror}") from None
+    return opened
+
+
+def _redirect(opened: list[tuple[int, int]]) -> int:
+    """stdout and stderr of the script into the rank's files, kept through exec; returns the old stderr."""
+    terminal = os.dup(2)  # not inheritable: for an exec failure only
+    for target, fd in opened:
         os.dup2(target, fd)
         os.close(target)
+    return terminal
 
 
 def _supervisor_argv(plan: Plan, launch: Launch, program: str, names: dict[str, str]) -> List[str]:
+    """``python -c <start the supervisor> FD``: the spec travels in an inherited memory file, not in argv, so the
+    script's argument list has no limit beyond the one exec puts on the script itself."""
     import json
 
     spec = {
@@ -164,7 +181,14 @@ def _supervisor_argv(plan: Plan, launch: Launch, program: str, names: dict[str, 
         "prefix": names["prefix"],
         "grace": plan.log.grace,
     }
-    return [sys.executable, "-c", _SUPERVISOR_START, json.dumps(spec)]
+    data = json.dumps(spec).encode()
+    spec_fd = os.memfd_create("ds-helper-spec", 0)
+    os.set_inheritable(spec_fd, True)  # for the supervisor, which reads and closes it first thing
+    written = 0
+    while written < len(data):
+        written += os.write(spec_fd, data[written:])
+    os.lseek(spec_fd, 0, os.SEEK_SET)
+    return [sys.executable, "-c", _SUPERVISOR_START, str(spec_fd)]
 
 
 # ``python -m`` would put the current directory first on sys.path, and a user's folder named ``ds_helper`` (or a
@@ -211,19 +235,18 @@ def run_in_process(plan: Plan, launch: Launch) -> NoReturn:
     os.environ.update(launch.env)
     if unbuffered:
         for stream in (sys.stdout, sys.stderr):
-            stream.reconfigure(write_through=True)  # type: ignore[union-attr]
+            if stream is not None:  # None: closed when ds-helper started, as Python leaves it
+                stream.reconfigure(write_through=True)  # type: ignore[union-attr]
+    sys.argv = [target, *args]
     try:
         if module:
-            sys.argv = [target, *args]
             sys.path[0] = os.getcwd()  # python -m puts the current directory first
-            import runpy  # finding a module by name is runpy's job (it imports importlib.util)
-
-            runpy.run_module(target, run_name="__main__", alter_sys=True)
+            _run_main_module(target, alter_argv=True)
+        elif os.path.isdir(target) or _is_zip(target):
+            sys.path[0] = _absolute(target)  # python runs the folder's or zip's __main__ from there
+            _run_main_module("__main__", alter_argv=False)
         else:
-            sys.argv = [target, *args]
-            path = os.path.abspath(target)  # python SCRIPT compiles it under its absolute path (tracebacks)
-            sys.path[0] = os.path.dirname(path)  # and puts its folder first
-            _run_script(path)
+            _run_source_file(target)
     except SystemExit:
         raise
     except KeyboardInterrupt:
@@ -238,19 +261,56 @@ def run_in_process(plan: Plan, launch: Launch) -> NoReturn:
     raise SystemExit(0)
 
 
-def _run_script(path: str) -> None:
-    """What ``python SCRIPT`` does with the script: compile it and run it as module ``__main__``.
+def _absolute(path: str) -> str:
+    """The absolute path as CPython makes it for ``__file__`` and ``sys.path[0]``: joined, not normalised."""
+    return os.path.join(os.getcwd(), path)
+
+
+def _is_zip(path: str) -> bool:
+    """A zip archive (python runs its ``__main__.py``): its end record is in the last 64 KiB + 22 bytes.
+
+    Read by hand: the zipfile module would add its imports to every in-process rank."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - 65557))
+            return b"PK\x05\x06" in handle.read()
+    except OSError:
+        return False
+
+
+def _fresh_main() -> ModuleType:
+    """A new ``__main__`` as the interpreter creates it at start-up (Python/pylifecycle.c), not ds-helper's own."""
+    import builtins
+
+    main = type(sys)("__main__")
+    main.__dict__.update(__builtins__=builtins, __annotations__={})
+    sys.modules["__main__"] = main
+    return main
+
+
+def _run_main_module(name: str, alter_argv: bool) -> None:
+    """What CPython itself calls for ``python -m NAME`` and ``python FOLDER_OR_ZIP`` (Modules/main.c)."""
+    import runpy  # finding a module by name is runpy's job (it imports importlib.util)
+
+    _fresh_main()
+    runpy._run_module_as_main(name, alter_argv=alter_argv)  # type: ignore[attr-defined]
+
+
+def _run_source_file(target: str) -> None:
+    """``python FILE``: ``__main__`` given what CPython gives it (Python/pythonrun.c), then the code.
 
     By hand rather than ``runpy.run_path``, which imports pkgutil (and with it re and typing) before it does the
-    same: those imports were most of this mode's start-up (bench/README.md). The script is the user's own
-    command, the one thing this mode exists to run; plans and recipes still never run code.
+    same. The script is the user's own command, the one thing this mode exists to run; plans and recipes still
+    never run code.
     """
-    main = type(sys)("__main__")
-    main.__file__ = path
-    main.__dict__["__cached__"] = None
-    sys.modules["__main__"] = main
+    from _frozen_importlib_external import SourceFileLoader  # loaded at start-up: what importlib.machinery names
+
+    path = _absolute(target)
+    sys.path[0] = os.path.dirname(os.path.realpath(path))  # python puts the script's real folder first
+    main = _fresh_main()
+    main.__dict__.update(__file__=path, __cached__=None, __loader__=SourceFileLoader("__main__", path))
     with io.open_code(path) as handle:  # the opener Python itself uses for scripts (audit hooks see it)
-        code = compile(handle.read(), path, "exec")
+        code = compile(handle.read(), path, "exec", dont_inherit=True)  # not this module's __future__ flags
     exec(code, main.__dict__)  # the user's script, in this interpreter (run_mode=inprocess)
 
 
@@ -277,26 +337,30 @@ def become(plan: Plan, launch: Launch) -> NoReturn:
     program = launch.argv[0]
     if not os.path.isabs(program) or not os.path.isfile(program):
         program = find_program(program, launch.env.get("PATH"))
-    say = should_log(plan, launch)
-    bind.apply(launch.placement, say)
-    if say:
-        for note in launch.notes:
-            print(f"ds-helper: note: {note}", file=sys.stderr)
-        print(f"ds-helper: {_rank_label(launch)} launcher={launch.launcher}: {_quote(launch.argv)}", file=sys.stderr)
+    logging = should_log(plan, launch)
+    bind.apply(launch.placement, logging)
     names = _open_logs(plan, launch)
+    opened = _open_log_files(names) if names is not None and not plan.log.tee else []
     if plan.die_with_manager and os.getppid() != 1:
         _die_with_manager()
     argv = launch.argv
     if names is not None and plan.log.tee:
         argv = _supervisor_argv(plan, launch, program, names)
         program = argv[0]
-    sys.stdout.flush()
-    sys.stderr.flush()
-    if names is not None and not plan.log.tee:
-        _redirect(names)
+    if logging:  # every check has passed: what is said now is what runs
+        for note in launch.notes:
+            say(f"ds-helper: note: {note}")
+        say(f"ds-helper: {_rank_label(launch)} launcher={launch.launcher}: {_quote(launch.argv)}")
+    flush_quietly()
+    terminal = _redirect(opened) if opened else None
     if in_process_blocker(plan, launch) is None:
+        release_held_fds()
         run_in_process(plan, launch)
+    restore_signals()
     try:
         os.execve(program, argv, launch.env)
     except OSError as exc:
+        python_signals()  # Python's own settings again, for reporting the error
+        if terminal is not None:  # the error belongs on the terminal, not in the rank's log file
+            os.dup2(terminal, 2)
         raise LaunchError(f"cannot run {program}: {exc.strerror}") from None

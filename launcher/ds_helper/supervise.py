@@ -1,16 +1,28 @@
 """The tee supervisor (``log.tee=true``): the one mode in which ds-helper keeps a process next to the script.
 
-It copies the script's stdout/stderr line by line to the manager (with a rank prefix) and to the rank's log
-files. Everything else is about never changing what the process manager sees:
+It copies the script's stdout/stderr to the manager (each line prefixed) and to the rank's log files as the
+bytes arrive; only a line's start waits up to 0.25 s for its end, so ranks' lines stay whole at the manager,
+while a ``\\r`` progress bar still shows as it is drawn. Time and memory go per read, never per line (a 40 MB
+line is copied in 64 KiB pieces). Everything else is about changing nothing the script or the
+process manager sees:
 
-* every catchable signal it receives goes to the script's process group (grandchildren included);
-* after SIGTERM, SIGINT, SIGHUP or SIGQUIT the script has ``grace`` seconds, then the group gets SIGKILL;
+* in a terminal's foreground job, the script stays in that job (the supervisor's process group): it reads stdin,
+  and Ctrl-C / Ctrl-Z / hangup reach it from the terminal as they would alone; the supervisor stops and
+  continues with it, and leaves those signals to the terminal;
+* without one (a batch job, a manager's rank), the script gets a process group of its own, and every
+  catchable signal the supervisor receives goes to that group (grandchildren included);
+* a signal ignored when the supervisor started (``nohup``'s SIGHUP) stays ignored, by both;
+* after a forwarded SIGTERM, SIGINT, SIGHUP or SIGQUIT the script has ``grace`` seconds, then SIGKILL;
 * the script gets SIGKILL if the supervisor dies, even by SIGKILL (``PR_SET_PDEATHSIG``);
-* the supervisor exits with the script's exit code, or 128 + the signal that killed it.
+* a stream the manager no longer takes (closed, full) is dropped without a word; with no log file to keep,
+  the script's end of it is closed too, so the script sees the broken pipe it would have seen alone;
+* output the script's own children write after it exits still arrives: a copier process carries on
+  until the last writer closes, while the supervisor exits with the script's exit code (or 128 + signal).
 
-Started by ``ds_helper.run`` as ``python -c <import ds_helper.supervise, run main()> SPEC_JSON`` in a fresh
-interpreter, with nothing of the user's folders on ``sys.path``, so it holds no Hydra and little memory.
-Standard library only.
+Started by ``ds_helper.run`` as ``python -c <import ds_helper.supervise, run main()> FD`` in a fresh
+interpreter, with nothing of the user's folders on ``sys.path``, so it holds no Hydra and little memory. The
+JSON spec is read from the inherited descriptor FD (a memory file), so the script's argument list has no limit
+beyond its own. Standard library only.
 """
 
 from __future__ import annotations
@@ -23,9 +35,29 @@ import sys
 import time
 from typing import Dict, List, Optional
 
+from ds_helper.streams import PYTHON_IGNORED, hold_closed_fds, restore_signals
+
 PR_SET_PDEATHSIG = 1
 _TERMINATING = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT}
 _NOT_FORWARDED = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD}
+# What a terminal sends to its whole foreground job: the script gets these from the terminal itself.
+_FROM_TERMINAL = {signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGWINCH}
+_JOB_CONTROL = {signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGCONT}
+
+
+def _has_terminal() -> bool:
+    """True when this process is in its terminal's foreground job (a shell started it there), False in a batch
+    job or a manager's rank: a manager that groups its ranks apart then still has its signals forwarded."""
+    try:
+        tty = os.open("/dev/tty", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        return os.tcgetpgrp(tty) == os.getpgrp()
+    except OSError:
+        return False
+    finally:
+        os.close(tty)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -38,15 +70,17 @@ def _die_with_parent(parent: int) -> None:
         os._exit(128 + signal.SIGKILL)
 
 
-def _start(argv: List[str], out_w: int, err_w: int) -> int:
+def _start(argv: List[str], out_w: int, err_w: int, own_group: bool) -> int:
     parent = os.getpid()
     pid = os.fork()
     if pid == 0:
         try:
-            os.setpgid(0, 0)  # its own group, so forwarded signals reach its children too
+            if own_group:
+                os.setpgid(0, 0)  # forwarded signals reach its children too
             _die_with_parent(parent)
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
+            restore_signals()
             os.execv(argv[0], argv)
         except OSError as exc:
             os.write(2, f"ds-helper: error: cannot run {argv[0]}: {exc.strerror}\n".encode())
@@ -54,60 +88,164 @@ def _start(argv: List[str], out_w: int, err_w: int) -> int:
     return pid
 
 
+# A line's start waits this long for its end, so lines of different ranks stay whole at the manager; then it
+# is shown as it is (a progress bar), and so is any part longer than _HOLD_BYTES (memory per read, not per line).
+_HOLD_SECONDS = 0.25
+_HOLD_BYTES = 65536
+
+
 class _Stream:
-    """One of the script's output streams: complete lines go to the manager (prefixed) and to the file."""
+    """One of the script's output streams, copied to the manager (prefixed lines) and to the log file."""
 
     def __init__(self, target: int, log_path: Optional[str], prefix: bytes) -> None:
-        self.target = target
+        self.target: Optional[int] = target  # None once the manager's side failed
         self.prefix = prefix
-        self.pending = b""
+        self.at_line_start = True
+        self.held = b""  # the prefixed start of a line not ended yet
+        self.held_since = 0.0
         self.log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644) if log_path else None
 
     def feed(self, data: bytes) -> None:
         if self.log is not None:
-            os.write(self.log, data)
-        self.pending += data
-        *lines, self.pending = self.pending.split(b"\n")
-        if lines:
-            _write_all(self.target, b"".join(self.prefix + line + b"\n" for line in lines))
+            _write_all(self.log, data)
+        if self.target is None:
+            return
+        out = self.held + self._prefixed(data)
+        end = out.rfind(b"\n") + 1
+        if len(out) - end > _HOLD_BYTES:
+            end = len(out)
+        if not self.held:
+            self.held_since = time.monotonic()
+        self.held = out[end:]
+        self._send(out[:end])
+
+    def flush_held(self, now: float) -> None:
+        """Show a line's start that has waited long enough for its end (``now`` 0: unconditionally)."""
+        if self.held and now - self.held_since >= _HOLD_SECONDS:
+            held, self.held = self.held, b""
+            self._send(held)
+
+    def _send(self, data: bytes) -> None:
+        if data and self.target is not None and not _write_all(self.target, data):
+            self.target = None
+
+    def _prefixed(self, data: bytes) -> bytes:
+        """``data`` with the prefix at each line start, in one pass."""
+        if not self.prefix:
+            return data
+        pieces: List[bytes] = []
+        for index, part in enumerate(data.split(b"\n")):
+            if index:
+                pieces.append(b"\n")
+                self.at_line_start = True
+            if part:
+                if self.at_line_start:
+                    pieces.append(self.prefix)
+                    self.at_line_start = False
+                pieces.append(part)
+        return b"".join(pieces)
+
+    @property
+    def wanted(self) -> bool:
+        """False when nothing takes the bytes any more: the script should see its pipe broken."""
+        return self.target is not None or self.log is not None
 
     def close(self) -> None:
-        if self.pending:
-            _write_all(self.target, self.prefix + self.pending + b"\n")
+        """At the end of the stream: a prefixed last line gets its newline, so the next rank's starts afresh."""
+        if self.prefix and not self.at_line_start:
+            self.held += b"\n"
+        self.flush_held(float("inf"))
+        self.release()
+
+    def release(self) -> None:
+        """Let go of the log file, writing nothing (another process carries on with this stream)."""
         if self.log is not None:
             os.close(self.log)
+            self.log = None
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes) -> bool:
+    """Write everything; False when the descriptor stopped taking bytes (reader gone, disk full, closed)."""
     while data:
         try:
             data = data[os.write(fd, data) :]
-        except BrokenPipeError:
-            return  # the manager stopped reading: keep the script running, keep the files
+        except InterruptedError:
+            continue
+        except OSError:
+            return False
+    return True
+
+
+def _copy(selector: selectors.BaseSelector, streams: Dict[int, _Stream], timeout: Optional[float]) -> bool:
+    """One round of copying; False when nothing was ready within ``timeout``."""
+    if timeout is None or timeout > _HOLD_SECONDS:
+        timeout = _HOLD_SECONDS if any(stream.held for stream in streams.values()) else timeout
+    ready = selector.select(timeout)
+    for key, _ in ready:
+        fd = int(key.fd)
+        data = os.read(fd, 65536)
+        stream = streams[fd]
+        if data:
+            stream.feed(data)
+        if not data or not stream.wanted:
+            selector.unregister(fd)
+            os.close(fd)  # EOF, or nobody takes the bytes: the writer gets EPIPE as it would alone
+            streams.pop(fd).close()
+    now = time.monotonic()
+    for stream in streams.values():
+        stream.flush_held(now)
+    return bool(ready)
+
+
+def _carry_on(selector: selectors.BaseSelector, streams: Dict[int, _Stream], handled: List[int]) -> None:
+    """The script has exited but its children still hold its output: copy in a process of their lifetime."""
+    if os.fork() != 0:
+        for fd, stream in streams.items():
+            os.close(fd)
+            stream.release()
+        return
+    for signum in handled:
+        signal.signal(signum, signal.SIG_DFL)
+    while streams:
+        _copy(selector, streams, None)
+    os._exit(0)
 
 
 def supervise(argv: List[str], out: Optional[str], err: Optional[str], prefix: str, grace: float) -> int:
+    terminal = _has_terminal()
+    inherited_ignored = {
+        sig for sig in signal.valid_signals() if sig not in PYTHON_IGNORED and signal.getsignal(sig) == signal.SIG_IGN
+    }
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    child = _start(argv, out_w, err_w)
+    child = _start(argv, out_w, err_w, own_group=not terminal)
     os.close(out_w)
     os.close(err_w)
     kill_at: List[float] = []
 
-    def forward(signum: int, _frame: object) -> None:
+    def send(signum: int) -> None:
         try:
-            os.killpg(child, signum)
+            if terminal:
+                os.kill(child, signum)
+            else:
+                os.killpg(child, signum)
         except ProcessLookupError:
             pass
+
+    def forward(signum: int, _frame: object) -> None:
+        send(signum)
         if signum in _TERMINATING and not kill_at:
             kill_at.append(time.monotonic() + grace)
 
+    handled: List[int] = []
     for sig in signal.valid_signals():
-        if sig not in _NOT_FORWARDED:
-            try:
-                signal.signal(sig, forward)
-            except (OSError, ValueError):
-                pass  # not catchable here
+        if sig in _NOT_FORWARDED or sig in inherited_ignored or (terminal and sig in _JOB_CONTROL):
+            continue  # job control: the supervisor stops and continues with the script, by default
+        try:
+            signal.signal(sig, signal.SIG_IGN if terminal and sig in _FROM_TERMINAL else forward)
+        except (OSError, ValueError):
+            continue  # not catchable here
+        handled.append(sig)
 
     streams: Dict[int, _Stream] = {
         out_r: _Stream(1, out, prefix.encode()),
@@ -117,41 +255,33 @@ def supervise(argv: List[str], out: Optional[str], err: Optional[str], prefix: s
     for fd in streams:
         selector.register(fd, selectors.EVENT_READ)
     status: Optional[int] = None
-    while streams:
+    while status is None:
         # A short timeout, not None: a signal handler that just armed the grace deadline must be noticed
         # even if the script prints nothing (select is retried, not returned, after a handler runs).
-        ready = selector.select(0.0 if status is not None else 0.2)
-        for key, _ in ready:
-            fd = int(key.fd)
-            data = os.read(fd, 65536)
-            if data:
-                streams[fd].feed(data)
-            else:
-                selector.unregister(fd)
-                streams.pop(fd).close()
-        if status is None:
-            done, status_now = os.waitpid(child, os.WNOHANG)
-            if done:
-                status = status_now
-        elif not ready:
-            break  # the script is gone and its output drained; grandchildren may hold the pipes open
-        if kill_at and time.monotonic() >= kill_at[0]:
-            try:
-                os.killpg(child, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        if streams:
+            _copy(selector, streams, 0.2)
+        else:
+            time.sleep(0.2)
+        done, status_now = os.waitpid(child, os.WNOHANG)
+        if done:
+            status = status_now
+        elif kill_at and time.monotonic() >= kill_at[0]:
+            send(signal.SIGKILL)
             kill_at[:] = [float("inf")]
-    for stream in streams.values():
-        stream.close()
-    if status is None:
-        _, status = os.waitpid(child, 0)
+    while streams and _copy(selector, streams, 0.0):
+        pass  # what the script wrote before it exited
+    if streams:
+        _carry_on(selector, streams, handled)
     if os.WIFSIGNALED(status):
         return 128 + os.WTERMSIG(status)
     return os.waitstatus_to_exitcode(status)
 
 
 def main() -> int:
-    spec = json.loads(sys.argv[1])
+    hold_closed_fds()  # a closed stdout must not become one of our pipes
+    spec_fd = int(sys.argv[1])
+    with open(spec_fd, "rb") as spec_file:
+        spec = json.loads(spec_file.read())
     return supervise(spec["argv"], spec.get("out"), spec.get("err"), spec["prefix"], float(spec["grace"]))
 
 

@@ -15,7 +15,6 @@ them (tests/test_plan.py holds that line). Standard library only.
 from __future__ import annotations
 
 import os
-import sys
 
 from ds_helper.errors import LaunchError
 
@@ -140,8 +139,9 @@ def apply(placement: Optional[Placement], say: bool) -> None:
         if refused and placement.strict:
             raise LaunchError(f"memory binding to NUMA node(s) {list(placement.mem_nodes)} refused: {refused}")
         if refused and say:
-            print(
+            from ds_helper.streams import say as say_line  # a full or closed stderr never stops the launch
+
+            say_line(
                 f"ds-helper: warning: memory binding refused ({refused}); continuing with CPU binding only "
-                "(bind.strict=true makes this an error)",
-                file=sys.stderr,
+                "(bind.strict=true makes this an error)"
             )

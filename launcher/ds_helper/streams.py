@@ -1,0 +1,88 @@
+"""What a program started by ds-helper inherits besides argv and env: standard streams and signal state.
+
+A shell starts a program with every signal at its default (unless the shell itself was told to ignore one, as
+``nohup`` does with SIGHUP) and nothing blocked. Python ignores SIGPIPE and SIGXFSZ for its own use, and exec
+keeps an ignored signal ignored, so ``restore_signals`` puts them back before every exec, as ``subprocess``
+does (its ``restore_signals=True`` resets exactly these).
+
+A closed standard stream (``ds-helper train.py >&-``) makes Python's ``sys.stdout`` None, and the next file
+ds-helper opens would take its number and reach the script as its stdout. ``hold_closed_fds`` puts
+``/dev/null`` there, close-on-exec: ds-helper can write without a care, and the script is exec'd with the
+stream closed again, exactly as ``python train.py >&-`` would run it. Standard library only (per-rank path).
+"""
+
+from __future__ import annotations
+
+# The signal module's C core: ``signal`` itself imports enum, which a rank does not need.
+import _signal  # type: ignore[import-not-found]
+import os
+import sys
+
+# The signals CPython sets to SIG_IGN at start-up (Python/pylifecycle.c), which subprocess restores too:
+# SIGPIPE and SIGXFSZ, by their Linux numbers.
+PYTHON_IGNORED = (13, 25)
+
+_held: dict[int, tuple[int, int]] = {}  # closed standard descriptor -> (device, inode) of its placeholder
+_closed_streams: dict[str, None] = {}  # sys attributes that were None for that reason
+
+
+def hold_closed_fds() -> None:
+    """Put close-on-exec ``/dev/null`` on each closed descriptor 0-2 and give Python a stream for it."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            # The lowest free number is taken, and every lower standard one is open by now: it lands on fd.
+            os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            _held[fd] = _identity(fd)
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        if fd in _held and getattr(sys, name) is None:
+            _closed_streams[name] = None
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))  # noqa: SIM115 - lives on
+
+
+def _identity(fd: int) -> tuple[int, int]:
+    status = os.fstat(fd)
+    return status.st_dev, status.st_ino
+
+
+def release_held_fds() -> None:
+    """Give back what ``hold_closed_fds`` took (unless a log file replaced it): for a script run in-process."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        if fd in _held and _identity(fd) == _held[fd]:
+            if name in _closed_streams:
+                setattr(sys, name, None)
+            os.close(fd)
+    _held.clear()
+    _closed_streams.clear()
+
+
+def restore_signals() -> None:
+    """Default dispositions for the signals Python ignores, and nothing blocked: right before an exec."""
+    for signum in PYTHON_IGNORED:
+        _signal.signal(signum, _signal.SIG_DFL)
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
+
+
+def python_signals() -> None:
+    """Python's own settings again, when the exec did not happen after all."""
+    for signum in PYTHON_IGNORED:
+        _signal.signal(signum, _signal.SIG_IGN)
+
+
+def say(line: str) -> None:
+    """One line of ds-helper's own on stderr; a closed, full or broken stderr never stops the launch."""
+    try:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def flush_quietly() -> None:
+    """Flush Python's buffers before exec; what cannot be written now never would have been."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError, AttributeError):
+            pass
