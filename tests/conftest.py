@@ -6,7 +6,9 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+import time
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -165,3 +167,57 @@ def load_recorded(path: Path) -> tuple[dict, List[tuple[Dict[str, str], Dict[str
         env = {k: (f"/recorded/{v[1:]}" if v.startswith("@") else v) for k, v in rank["env"].items()}
         ranks.append((env, rank["expect"]))
     return doc, ranks, files_reader(virtual)
+
+
+def start_watched(argv: List[str], env: Optional[Dict[str, str]] = None) -> subprocess.Popen[str]:
+    """Start ``argv`` in tests/scripts with stdout and stderr merged into one pipe, for :func:`wait_for`."""
+    return subprocess.Popen(
+        argv,
+        cwd=SCRIPTS,
+        env=env or clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def wait_for(proc: subprocess.Popen[str], word: str, count: int, timeout: float = 120) -> str:
+    """Read the output until ``word`` appeared ``count`` times (ranks may share a line)."""
+    assert proc.stdout is not None
+    seen = ""
+    deadline = time.monotonic() + timeout
+    while seen.count(word) < count and time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        seen += line
+    assert seen.count(word) >= count, seen
+    return seen
+
+
+def alive_with(token: str) -> List[int]:
+    """Pids of the processes whose command line holds ``token`` (a uuid a test put there)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                if token.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(int(pid))
+            except OSError:
+                continue
+    return found
+
+
+def gone_after_kill_9(proc: subprocess.Popen, token: str, timeout: float = 20) -> List[int]:
+    """SIGKILL ``proc``, wait up to ``timeout`` for everything marked with ``token`` to end; the pids left (killed
+    too, so a failing test leaves nothing to the next one)."""
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    deadline = time.monotonic() + timeout
+    while alive_with(token) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = alive_with(token)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    return left

@@ -66,7 +66,7 @@ def test_command_line_front_end(argv: list) -> None:
         request = parse_argv(argv)
         check_override_keys(request.overrides)
     except LaunchError as exc:
-        assert "\n" not in str(exc).strip() or "env." in str(exc)
+        assert str(exc).isprintable(), str(exc)  # one line, whatever the tokens held
 
 
 def test_ten_thousand_arguments_pass_through_untouched() -> None:

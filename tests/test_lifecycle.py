@@ -10,50 +10,24 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import DS_HELPER, MPICH, OPENMPI, SCRIPTS, clean_env, ds, mpich, openmpi
+from conftest import (
+    DS_HELPER,
+    MPICH,
+    OPENMPI,
+    SCRIPTS,
+    alive_with,
+    clean_env,
+    ds,
+    gone_after_kill_9,
+    mpich,
+    openmpi,
+    start_watched,
+    wait_for,
+)
 
 MANAGERS = {"mpich": [MPICH, "-n", "2"], "openmpi": [OPENMPI, "--allow-run-as-root", "--bind-to", "none", "-n", "2"]}
 RUNNERS = {"mpich": mpich, "openmpi": openmpi}
 PYTHON = ["python3", "-u"]
-
-
-def _start(argv: list, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
-        argv,
-        cwd=SCRIPTS,
-        env=env or clean_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
-
-
-def _wait_for(proc: subprocess.Popen, word: str, count: int, timeout: float = 60) -> str:
-    """Read the output until ``word`` appeared ``count`` times (ranks may share a line)."""
-    assert proc.stdout is not None
-    seen = ""
-    deadline = time.monotonic() + timeout
-    while seen.count(word) < count and time.monotonic() < deadline:
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen += line
-    assert seen.count(word) >= count, seen
-    return seen
-
-
-def _alive_with(token: str) -> list:
-    found = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if token.encode() in cmdline:
-                found.append(int(pid))
-    return found
 
 
 @pytest.mark.mpi
@@ -69,10 +43,10 @@ def test_a_rank_killed_by_a_signal_is_reported_as_for_bare_python(manager: str) 
 @pytest.mark.mpi
 @pytest.mark.parametrize("manager", MANAGERS)
 def test_sigterm_to_the_manager_reaches_every_ranks_handler(manager: str, tmp_path: Path) -> None:
-    proc = _start(
+    proc = start_watched(
         [*MANAGERS[manager], DS_HELPER, "log.quiet=true", "on_sigterm.py"], env=clean_env(SIGNAL_DIR=str(tmp_path))
     )
-    _wait_for(proc, "ready", 2)
+    wait_for(proc, "ready", 2)
     proc.send_signal(signal.SIGTERM)
     proc.communicate(timeout=60)
     records = [p.read_text() for p in tmp_path.iterdir()]
@@ -82,8 +56,8 @@ def test_sigterm_to_the_manager_reaches_every_ranks_handler(manager: str, tmp_pa
 def test_sigint_ends_the_script_exactly_as_it_ends_bare_python() -> None:
     codes = []
     for argv in ([*PYTHON, "sleeper.py"], [DS_HELPER, "log.quiet=true", "sleeper.py"]):
-        proc = _start(argv)
-        _wait_for(proc, "ready", 1)
+        proc = start_watched(argv)
+        wait_for(proc, "ready", 1)
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
         codes.append((proc.returncode, "KeyboardInterrupt" in out))
@@ -94,18 +68,10 @@ def test_sigint_ends_the_script_exactly_as_it_ends_bare_python() -> None:
 @pytest.mark.parametrize("manager", MANAGERS)
 def test_kill_9_of_the_job_leaves_no_process_behind(manager: str) -> None:
     token = f"ds-helper-test-{uuid.uuid4().hex}"
-    proc = _start([*MANAGERS[manager], DS_HELPER, "log.quiet=true", "sleeper.py", token])
-    _wait_for(proc, "ready", 2)
-    assert len(_alive_with(token)) >= 2
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=30)
-    deadline = time.monotonic() + 20
-    while _alive_with(token) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    left = _alive_with(token)
-    for pid in left:  # never leave them to the next test, even when failing
-        os.kill(pid, signal.SIGKILL)
-    assert left == []
+    proc = start_watched([*MANAGERS[manager], DS_HELPER, "log.quiet=true", "sleeper.py", token])
+    wait_for(proc, "ready", 2)
+    assert len(alive_with(token)) >= 2
+    assert gone_after_kill_9(proc, token) == []
 
 
 @pytest.mark.mpi
@@ -202,8 +168,8 @@ def test_tee_prefixes_every_line_and_keeps_the_files(tmp_path: Path) -> None:
 
 
 def _supervised(script: str, *args: str) -> tuple[subprocess.Popen, int]:
-    proc = _start([DS_HELPER, "log.quiet=true", "log.tee=true", "log.grace=1", "log.prefix=", script, *args])
-    line = _wait_for(proc, "ready", 1)
+    proc = start_watched([DS_HELPER, "log.quiet=true", "log.tee=true", "log.grace=1", "log.prefix=", script, *args])
+    line = wait_for(proc, "ready", 1)
     return proc, int(line.split()[-1])
 
 

@@ -15,9 +15,10 @@ from ds_helper.streams import hold_closed_fds, say
 
 TYPE_CHECKING = False  # the --plan path imports neither typing nor the schema's dataclasses
 if TYPE_CHECKING:
-    from typing import List, Optional
+    from typing import List, Mapping, NoReturn, Optional
 
     from ds_helper.argv import Request
+    from ds_helper.plan import Plan
     from ds_helper.schema import Config, LauncherSpec
 
 USAGE = "usage: ds-helper [FLAG ...] [OVERRIDE ...] [SCRIPT [ARG ...]] [-- ARG ...]"
@@ -210,8 +211,6 @@ def _refuse_with_plan(request: Request) -> None:
 def run_plan(request: Request, path: str) -> int:
     """``--plan FILE``: the per-rank path. Imports nothing outside the standard library (no compose)."""
     from ds_helper.plan import load_plan
-    from ds_helper.resolve import resolve
-    from ds_helper.run import become
 
     if request.show_cfg:
         raise LaunchError("--cfg cannot be combined with --plan: the plan is composed already (try --dry-run)")
@@ -232,8 +231,26 @@ def run_plan(request: Request, path: str) -> int:
     plan = load_plan(path)
     if request.dry_run:  # a view of the same launch, not a change to it
         plan.dry_run = True
-    launch = resolve(plan, os.environ, request.script_args)
-    become(plan, launch)
+    start_rank(plan, os.environ, request.script_args)
+
+
+def start_rank(plan: Plan, env: Mapping[str, str], extra_args: List[str]) -> NoReturn:
+    """This rank, from its plan: resolve against the environment, then become the script."""
+    from ds_helper.resolve import resolve
+    from ds_helper.run import become
+
+    become(plan, resolve(plan, env, extra_args))
+
+
+def run_env_plan() -> NoReturn:
+    """A rank of a job ds-helper started: the plan is in ``PLAN_VAR``; standard library only, like ``--plan``."""
+    from ds_helper.plan import PLAN_VAR, plan_from_json
+
+    env = dict(os.environ)
+    plan = plan_from_json(env.pop(PLAN_VAR), PLAN_VAR)
+    if not plan.argv:
+        raise LaunchError(f"{PLAN_VAR}: damaged plan: empty command")
+    start_rank(plan, env, [])
 
 
 def run(request: Request) -> int:
@@ -271,11 +288,16 @@ def run(request: Request) -> int:
         print(config_yaml(config), end="")
         return 0
 
+    from ds_helper import job
+    from ds_helper.bind import requested
     from ds_helper.plan import make_plan, save_plan
-    from ds_helper.resolve import resolve
-    from ds_helper.run import become
 
     plan = make_plan(config, candidates)
+    starting = job.starting_spec(plan, config.job, os.environ) if request.save_plan is None else None
+    if starting is not None:
+        job.start_job(plan, starting, config.job, request.script_args, os.environ, requested(plan.bind))
+    if job.declared(config.job):  # under a manager: each rank checks the manager did what job.* says
+        plan = job.with_layout(plan, job.job_shape(config.job))
     if request.save_plan is not None:
         # The script's arguments on this command line belong to the plan; those after -- of `--plan` follow them.
         plan.args = [*plan.args, *request.script_args]
@@ -284,8 +306,7 @@ def run(request: Request) -> int:
             saved = request.save_plan
             say(f"ds-helper: plan saved to {saved}; start each rank with: ds-helper --plan {saved}")
         return 0
-    launch = resolve(plan, os.environ, request.script_args)
-    become(plan, launch)
+    start_rank(plan, os.environ, request.script_args)
 
 
 _OUTPUT_FAILURES = ("ENOSPC", "EIO", "EFBIG", "EDQUOT")  # writing ds-helper's own output failed
@@ -307,8 +328,13 @@ def _silence_stdout() -> None:
 def main(argv: Optional[List[str]] = None) -> int:
     hold_closed_fds()
     debug = debug_from_environment()
+    args = sys.argv[1:] if argv is None else argv
     try:
-        request = parse_argv(sys.argv[1:] if argv is None else argv)
+        from ds_helper.plan import PLAN_VAR
+
+        if not args and PLAN_VAR in os.environ:  # a rank of a job ds-helper started (ds_helper.job)
+            run_env_plan()
+        request = parse_argv(args)
         debug = debug or request.debug  # ds-helper's own --debug, not one among the script's arguments
         code = run(request)
         sys.stdout.flush()  # here, where a failure can still be reported as one line

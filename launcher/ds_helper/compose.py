@@ -23,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ds_helper import recipe as recipes
 from ds_helper.errors import LaunchError
-from ds_helper.schema import BindSpec, Config, HostSource, LauncherSpec
+from ds_helper.schema import BindSpec, Config, HostSource, LauncherSpec, StartSpec
 
 SCHEMA_NAME = "ds_helper_schema"
 GROUPS = recipes.GROUPS  # the config groups a recipe (and --provenance) may choose options of
@@ -227,7 +227,10 @@ def _launcher_spec(data: Dict[str, Any], where: str) -> LauncherSpec:
 
     try:
         hosts = [HostSource(**host) if isinstance(host, dict) else host for host in data.get("hosts", [])]
-        spec = LauncherSpec(**{**data, "hosts": hosts})
+        start = data.get("start", {})
+        spec = LauncherSpec(
+            **{**data, "hosts": hosts, "start": StartSpec(**start) if isinstance(start, dict) else start}
+        )
     except TypeError as exc:  # an unknown or missing key: the dataclass names it
         raise LaunchError(f"{where}: {str(exc).replace('__init__() ', '')}") from None
     plan.LauncherSpec.from_data(asdict(spec), where.removesuffix(".yaml"))  # every value's type

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 else:
     Any = object  # a field that takes any JSON value (bind.cores, bind.gpus); mypy reads typing.Any
 
+PLAN_VAR = "DS_HELPER_PLAN"
+"""The one variable that carries a job's plan to every rank (ds_helper.job); never reaches the script."""
+
 PLAN_FORMAT = 3
 """Bumped whenever a field changes meaning; a plan of another format is refused, never half-read."""
 
@@ -171,6 +174,23 @@ class HostSource(Record):
     skip: int
 
 
+class StartSpec(Record):
+    program: str | None
+    cannot: str
+    args: list[str]
+    ranks: list[str]
+    nodes: list[str]
+    ranks_per_node: list[str]
+    hosts: list[str]
+    host_form: str
+    host_join: str | None
+    host_per_rank: bool
+    needs_hosts: bool
+    env: list[str]
+    no_bind: list[str]
+    allocation: list[str]
+
+
 class LauncherSpec(Record):
     name: str
     description: str
@@ -187,6 +207,7 @@ class LauncherSpec(Record):
     job_id: list[str]
     evidence: list[str]
     inside: list[str]
+    start: StartSpec
 
 
 class ExportSpec(Record):
@@ -252,6 +273,15 @@ class Plan(Record):
     dry_run: bool
     die_with_manager: bool
     run_mode: str
+    job_ranks: int | None
+    """The job's layout (job.* keys, or what ds-helper chose when it started the job): each rank checks the
+    manager placed it so, and derives NODE_RANK from it (resolve.apply_job_layout)."""
+    job_nodes: int | None
+    job_ranks_per_node: int | None
+    job_hosts: list[str]
+    """In order; the first one is MASTER_ADDR of a job on several nodes."""
+    job_port: int | None
+    """MASTER_PORT chosen once by the job side, the same on every rank."""
 
 
 def plan_to_json(plan: Plan) -> str:
@@ -308,6 +338,10 @@ class _ScanSettings:
 def plan_from_data(data: Any, where: str) -> Plan:
     """The plan a JSON document's ``plan`` object describes, every field checked (make_plan checks the same way)."""
     plan: Plan = Plan.from_data(data, where)
+    for name in ("job_ranks", "job_nodes", "job_ranks_per_node", "job_port"):
+        value = getattr(plan, name)
+        if value is not None and value < 1:
+            raise LaunchError(f"{where}.{name}: {value} is not a positive number")
     return plan
 
 
@@ -506,6 +540,12 @@ def make_plan(config: "Config", candidates: "list[SchemaLauncherSpec]") -> Plan:
         "dry_run": config.dry_run,
         "die_with_manager": config.die_with_manager,
         "run_mode": config.run_mode,
+        # The job's layout: set by ds_helper.job (with_layout) when job.* keys say something.
+        "job_ranks": None,
+        "job_nodes": None,
+        "job_ranks_per_node": None,
+        "job_hosts": [],
+        "job_port": None,
     }
     plan = plan_from_data(data, "plan")
     check_plan(plan)

@@ -14,7 +14,7 @@ from ds_helper.plan import RANK_FIELDS
 
 TYPE_CHECKING = False  # typing is not imported on a rank: the names below exist for mypy only
 if TYPE_CHECKING:
-    from typing import Callable, Dict, List, Mapping, Optional, Tuple
+    from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
     # binding's modules are loaded only when binding is asked for (or shown by a dry run)
     from ds_helper.bind.placement import Placement
@@ -264,6 +264,49 @@ def _check_bounds(values: Dict[str, Optional[int]], sources: Dict[str, str]) -> 
         )
 
 
+def apply_job_layout(plan: Plan, launcher: str, ranks: Ranks) -> None:
+    """Check this rank against the job's layout (job.* keys, or the layout ds-helper started the job with) and
+    fill in what the manager does not say: the block layout puts rank r on node r // ranks_per_node."""
+    values, sources = ranks.values, ranks.sources
+    by = f"launcher={launcher}"
+    for name, key, expected in (
+        ("world_size", "job.ranks", plan.job_ranks),
+        ("local_world_size", "job.ranks_per_node", plan.job_ranks_per_node),
+    ):
+        if expected is None:
+            continue
+        found = values[name]
+        if found is None:
+            values[name], sources[name] = expected, key
+        elif found != expected:
+            where = "" if name == "world_size" else " on this node"
+            raise LaunchError(f"{key}={expected} but {by} started {found} ranks{where} ({sources[name]})")
+    world, local = values["world_size"], values["local_world_size"]
+    if plan.job_nodes is not None and world is not None and local is not None and world != plan.job_nodes * local:
+        raise LaunchError(
+            f"job.nodes={plan.job_nodes} but {by} started {world} ranks with {local} on this node "
+            f"({sources['world_size']}, {sources['local_world_size']})"
+        )
+    per_node = plan.job_ranks_per_node
+    rank, local_rank = values["rank"], values["local_rank"]
+    if per_node is None or rank is None or local_rank is None:
+        return
+    node, expected_local = divmod(rank, per_node)
+    if local_rank != expected_local:
+        raise LaunchError(
+            f"rank {rank} is local rank {local_rank} ({sources['local_rank']}), but the block layout of "
+            f"job.ranks_per_node={per_node} puts it at local rank {expected_local} of node {node}: the manager "
+            "placed ranks another way (e.g. round robin); ask it for a block layout"
+        )
+    if values["node_rank"] is None:
+        values["node_rank"], sources["node_rank"] = node, f"rank // job.ranks_per_node={per_node}"
+    elif values["node_rank"] != node:
+        raise LaunchError(
+            f"node_rank {values['node_rank']} ({sources['node_rank']}) but the block layout of "
+            f"job.ranks_per_node={per_node} puts rank {rank} on node {node}"
+        )
+
+
 # --- MASTER_ADDR / MASTER_PORT -------------------------------------------------------------------------------
 
 
@@ -286,7 +329,7 @@ def _first_host(source: HostSource, env: Env, read_file: ReadFile) -> Optional[s
 
 
 def master_addr(
-    spec: LauncherSpec, ranks: Ranks, master: MasterSpec, env: Env, read_file: ReadFile
+    spec: LauncherSpec, ranks: Ranks, master: MasterSpec, env: Env, read_file: ReadFile, job_hosts: Sequence[str] = ()
 ) -> Tuple[Optional[str], str]:
     if env.get("MASTER_ADDR"):
         return None, "kept from the environment"
@@ -295,6 +338,8 @@ def master_addr(
     world, local = ranks["world_size"], ranks["local_world_size"]
     if world is not None and (world == 1 or local == world):
         return "127.0.0.1", "every rank is on this node"
+    if job_hosts:
+        return job_hosts[0], "first host of job.hosts"
     for source in spec.hosts:
         host = _first_host(source, env, read_file)
         if host:
@@ -312,7 +357,9 @@ def _job_number(name: str, job: str) -> int:
     return _checksum(job)
 
 
-def master_port(spec: LauncherSpec, master: MasterSpec, env: Env) -> Tuple[Optional[int], str]:
+def master_port(
+    spec: LauncherSpec, master: MasterSpec, env: Env, job_port: Optional[int] = None
+) -> Tuple[Optional[int], str]:
     if env.get("MASTER_PORT"):
         text = env["MASTER_PORT"]
         if not (text.isascii() and text.isdigit() and 1 <= int(text) <= MAX_PORT):
@@ -320,6 +367,8 @@ def master_port(spec: LauncherSpec, master: MasterSpec, env: Env) -> Tuple[Optio
         return None, "kept from the environment"
     if master.port is not None:
         return master.port, "master.port"
+    if job_port is not None:
+        return job_port, "chosen once for this job by ds-helper"
     for name in spec.job_id:
         job = env.get(name)
         if job:
@@ -347,6 +396,7 @@ def resolve(
     """This rank's command and environment."""
     spec, why = choose_launcher(plan, env)
     ranks = resolve_ranks(spec, env)
+    apply_job_layout(plan, spec.name, ranks)
     changes: List[Change] = []
     notes: List[str] = []
     binding = bind.for_rank(
@@ -368,7 +418,7 @@ def resolve(
             elif exported in env:  # an outer job's number, not this rank's: the script must not read it
                 changes.append(Change(exported, None, f"{name} not given by launcher={spec.name}"))
 
-    addr, addr_why = master_addr(spec, ranks, plan.master, env, read_file)
+    addr, addr_why = master_addr(spec, ranks, plan.master, env, read_file, plan.job_hosts)
     if addr is not None:
         changes.append(Change("MASTER_ADDR", addr, addr_why))
     elif addr_why == "unknown" and ranks["rank"] == 0:
@@ -376,7 +426,7 @@ def resolve(
             "MASTER_ADDR not set: ranks span several nodes and launcher="
             f"{spec.name} gives no host list; set master.addr=HOST or export MASTER_ADDR"
         )
-    port, port_why = master_port(spec, plan.master, env)
+    port, port_why = master_port(spec, plan.master, env, plan.job_port)
     if port is not None:
         changes.append(Change("MASTER_PORT", str(port), port_why))
 

@@ -89,6 +89,40 @@ class HostSource:
 
 
 @dataclass
+class StartSpec:
+    """How a manager starts a whole job, as data: ``ds-helper launcher=NAME job.ranks=N`` execs this command.
+
+    Each argument list is a template: ``{ranks}``, ``{nodes}``, ``{ranks_per_node}``, ``{hosts}`` (see
+    ``host_form`` and ``host_join``), ``{name}`` and ``{value}`` (the plan's variable). An empty list means the
+    manager has no such option; asking for that part of a shape is then one error line.
+    """
+
+    program: Optional[str] = field(
+        default=None, metadata=_help("the manager's program (job.program overrides); null: cannot start jobs")
+    )
+    cannot: str = field(default="", metadata=_help("with program null: why this manager cannot start a job"))
+    args: List[str] = field(default_factory=list, metadata=_help("arguments always given, right after the program"))
+    ranks: List[str] = field(default_factory=list, metadata=_help("how to ask for the total number of ranks"))
+    nodes: List[str] = field(default_factory=list, metadata=_help("how to ask for a number of nodes"))
+    ranks_per_node: List[str] = field(default_factory=list, metadata=_help("how to ask for ranks per node"))
+    hosts: List[str] = field(default_factory=list, metadata=_help("how to name the hosts, in order"))
+    host_form: str = field(default="{host}", metadata=_help("one host as the manager writes it ({host}, ...)"))
+    host_join: Optional[str] = field(
+        default=",", metadata=_help("separator of the hosts in {hosts}; null: one argument per host")
+    )
+    host_per_rank: bool = field(default=False, metadata=_help("the host list names each rank's host (mpirun_rsh)"))
+    needs_hosts: bool = field(default=False, metadata=_help("the manager needs a host list (one node: localhost)"))
+    env: List[str] = field(default_factory=list, metadata=_help("how to forward one variable ({name}, {value})"))
+    no_bind: List[str] = field(
+        default_factory=list, metadata=_help("arguments that stop the manager binding ranks when ds-helper binds")
+    )
+    allocation: List[str] = field(
+        default_factory=list,
+        metadata=_help("variables meaning this runs inside an allocation whose shape the manager takes"),
+    )
+
+
+@dataclass
 class LauncherSpec:
     """One process manager, as data: how to recognise it and where it keeps each rank's numbers.
 
@@ -125,6 +159,26 @@ class LauncherSpec:
             "managers this one is started under (mpirun in a Slurm step): their variables, which describe the "
             "parent, may disagree with this one's when it runs at least as many ranks"
         ),
+    )
+    start: StartSpec = field(default_factory=StartSpec, metadata=_help("how this manager starts a whole job"))
+
+
+@dataclass
+class JobSpec:
+    """The shape of a whole job: set it and ds-helper starts the job (docs/jobs.md)."""
+
+    ranks: Optional[int] = field(default=None, metadata=_help("total number of ranks"))
+    nodes: Optional[int] = field(default=None, metadata=_help("number of nodes"))
+    ranks_per_node: Optional[int] = field(default=None, metadata=_help("ranks on each node (block layout)"))
+    hosts: List[str] = field(default_factory=list, metadata=_help("host names, in order; the first is MASTER_ADDR"))
+    hostfile: Optional[str] = field(
+        default=None, metadata=_help("MPI/DeepSpeed hostfile: 'host [slots=N]' a line, # comments")
+    )
+    program: Optional[str] = field(
+        default=None, metadata=_help("the manager's program instead of the launcher's (e.g. mpiexec.mpich)")
+    )
+    manager_args: List[str] = field(
+        default_factory=list, metadata=_help("extra arguments for the manager, passed through as given")
     )
 
 
@@ -184,6 +238,9 @@ class Config:
     bind: BindSpec = field(
         default_factory=BindSpec, metadata=_help("binding: a group, choose with bind=NAME (options above)")
     )
+    job: JobSpec = field(
+        default_factory=JobSpec, metadata=_help("the shape of a job ds-helper starts itself (docs/jobs.md)")
+    )
     script: Optional[str] = field(default=None, metadata=_help("the script to run (or the module with module=true)"))
     args: List[str] = field(default_factory=list, metadata=_help("script arguments; those after -- are appended"))
     module: bool = field(default=False, metadata=_help("run the script as a module: python -m SCRIPT"))
@@ -235,8 +292,10 @@ __all__ = [
     "Config",
     "ExportSpec",
     "HostSource",
+    "JobSpec",
     "LauncherSpec",
     "LogSpec",
     "MasterSpec",
+    "StartSpec",
     "key_help",
 ]
