@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 import runpy
+import shlex
 from pathlib import Path
 
 import pytest
+from conftest import DS_HELPER, run
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "bench" / "README.md"]
@@ -28,3 +31,24 @@ def test_every_relative_link_leads_to_a_file_of_the_repository(page: Path) -> No
     targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text())
     missing = [t for t in targets if "://" not in t and not (page.parent / t).exists()]
     assert missing == [], missing
+
+
+def _set_up_commands() -> list[str]:
+    section = (ROOT / "README.md").read_text().split("## Set up", 1)[1].split("\n## ", 1)[0]
+    return [line.strip().split("  #", 1)[0].strip() for line in section.splitlines() if line.startswith("    ")]
+
+
+def test_the_readme_set_up_is_two_commands_and_ci_runs_the_second() -> None:
+    install_and_launch, suite = _set_up_commands()
+    assert install_and_launch.startswith("bash .ci/install && ds-helper ")
+    ci = (ROOT / ".ci" / "run").read_text().splitlines()
+    assert "bash .ci/install" in ci and ci[-1] == suite
+
+
+def test_the_readme_example_launch_starts_its_ranks() -> None:
+    launch = shlex.split(_set_up_commands()[0].split("&&", 1)[1])
+    assert launch[0] == "ds-helper"
+    result = run([DS_HELPER, *launch[1:]], cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    ranks = sorted(json.loads(line)["RANK"] for line in result.stdout.splitlines())
+    assert ranks == [str(rank) for rank in range(len(ranks))] and len(ranks) >= 2
