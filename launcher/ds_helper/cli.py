@@ -200,6 +200,7 @@ def compose_request(request: Request) -> tuple[Config, List[LauncherSpec]]:
 def _refuse_with_plan(request: Request) -> None:
     """Flags that compose or inspect a config have nothing to act on beside a saved plan."""
     for flag, given in (
+        ("--cfg", request.show_cfg is not None),
         ("--provenance", request.provenance),
         ("--list-recipes", request.list_recipes),
         ("--check", request.check is not None),
@@ -212,8 +213,6 @@ def run_plan(request: Request, path: str) -> int:
     """``--plan FILE``: the per-rank path. Imports nothing outside the standard library (no compose)."""
     from ds_helper.plan import load_plan
 
-    if request.show_cfg:
-        raise LaunchError("--cfg cannot be combined with --plan: the plan is composed already (try --dry-run)")
     if request.save_plan is not None:
         raise LaunchError("--save-plan cannot be combined with --plan: save a plan from overrides instead")
     frozen = [o for o in request.overrides if o != "dry_run=true"]
@@ -247,10 +246,7 @@ def run_env_plan() -> NoReturn:
     from ds_helper.plan import PLAN_VAR, plan_from_json
 
     env = dict(os.environ)
-    plan = plan_from_json(env.pop(PLAN_VAR), PLAN_VAR)
-    if not plan.argv:
-        raise LaunchError(f"{PLAN_VAR}: damaged plan: empty command")
-    start_rank(plan, env, [])
+    start_rank(plan_from_json(env.pop(PLAN_VAR), PLAN_VAR), env, [])  # the loader refuses an empty command
 
 
 def run(request: Request) -> int:

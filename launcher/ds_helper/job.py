@@ -21,6 +21,7 @@ from typing import Callable, Dict, List, Mapping, NoReturn, Optional, Tuple
 from ds_helper.errors import LaunchError
 from ds_helper.plan import PLAN_VAR, LauncherSpec, Plan, plan_to_json
 from ds_helper.schema import JobSpec
+from ds_helper.streams import death_signal_setter
 
 ReadFile = Callable[[str], str]
 
@@ -289,14 +290,11 @@ _FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 def _child_setup(parent: int) -> Callable[[], None]:
     """Run in each rank between fork and exec, so no moment of the rank outlives ds-helper."""
-    import ctypes
-
-    prctl = ctypes.CDLL(None).prctl  # loaded here: the forked child only calls it
+    die_with = death_signal_setter()  # made here: the forked child only calls it
 
     def setup() -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, [])  # the starter blocks these to wait for them; ranks do not
-        prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG: gone with ds-helper, even by kill -9
-        if os.getppid() != parent:  # ds-helper died before the setting took effect
+        if not die_with(parent):  # gone with ds-helper, even by kill -9; ds-helper died before this took effect
             os._exit(128 + signal.SIGKILL)
 
     return setup

@@ -15,7 +15,14 @@ from ds_helper import bind
 from ds_helper.checks import check_log_names
 from ds_helper.errors import LaunchError
 from ds_helper.plan import RANK_FIELDS, python_target
-from ds_helper.streams import flush_quietly, python_signals, release_held_fds, restore_signals, say
+from ds_helper.streams import (
+    death_signal_setter,
+    flush_quietly,
+    python_signals,
+    release_held_fds,
+    restore_signals,
+    say,
+)
 
 TYPE_CHECKING = False  # typing is not imported on a rank: the names below exist for mypy only
 if TYPE_CHECKING:
@@ -81,45 +88,13 @@ def should_log(plan: Plan, launch: Launch) -> bool:
     return not plan.log.quiet and (plan.log.all_ranks or launch.ranks["rank"] == 0)
 
 
-PR_SET_PDEATHSIG = 1
-
-
-def _libc_call(name: str, *args: int) -> int:
-    """``ctypes.CDLL(None).NAME(*args)``: a C library function already in this process, int arguments.
-
-    Done with ctypes' C core, which is what ``ctypes.CDLL`` itself builds on: ``import ctypes`` first defines
-    its whole type zoo and imports struct and types, ~2 ms of every rank's start-up for this one call.
-    Should that core ever change shape, ctypes itself does the call.
-    """
-    try:
-        import _ctypes
-
-        class Function(_ctypes.CFuncPtr):
-            _flags_ = _ctypes.FUNCFLAG_CDECL  # int arguments and an int result, as ctypes' default
-
-        class Process:  # what ctypes.CDLL(None) holds: the program and the libraries it has loaded
-            _handle = _ctypes.dlopen(None, _ctypes.RTLD_LOCAL)  # type: ignore[arg-type]  # None: the program
-
-        function = Function((name, Process))  # type: ignore[arg-type]  # any object with a _handle
-    except (ImportError, AttributeError, TypeError):
-        import ctypes
-
-        function = getattr(ctypes.CDLL(None), name)
-    result: int = function(*args)
-    return result
-
-
 def _die_with_manager() -> None:
     """SIGKILL for the script when the manager's process that started this rank dies, even by SIGKILL.
 
     The setting survives execve, so the script itself carries it: a ``kill -9`` of mpirun no longer leaves
-    ranks running (Open MPI's do, with a bare ``python``). The kernel sends it when the parent *thread* that
-    forked us exits; the managers tested (MPICH's proxy, Open MPI's mpirun, slurmstepd) fork ranks from
-    threads that live as long as the job. ``die_with_manager=false`` turns it off.
+    ranks running (Open MPI's do, with a bare ``python``). ``die_with_manager=false`` turns it off.
     """
-    parent = os.getppid()
-    _libc_call("prctl", PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the manager died before the setting took effect
+    if not death_signal_setter()(os.getppid()):  # the manager died before the setting took effect
         raise SystemExit(128 + SIGKILL)
 
 

@@ -8,7 +8,11 @@ does (its ``restore_signals=True`` resets exactly these).
 A closed standard stream (``ds-helper train.py >&-``) makes Python's ``sys.stdout`` None, and the next file
 ds-helper opens would take its number and reach the script as its stdout. ``hold_closed_fds`` puts
 ``/dev/null`` there, close-on-exec: ds-helper can write without a care, and the script is exec'd with the
-stream closed again, exactly as ``python train.py >&-`` would run it. Standard library only (per-rank path).
+stream closed again, exactly as ``python train.py >&-`` would run it.
+
+``death_signal_setter`` gives the kill-with-parent setting (``PR_SET_PDEATHSIG``), which also survives exec:
+a rank dies with the manager that started it, the tee supervisor's script and ds-helper's own local ranks with
+ds-helper. Standard library only (per-rank path).
 """
 
 from __future__ import annotations
@@ -17,6 +21,10 @@ from __future__ import annotations
 import _signal  # type: ignore[import-not-found]
 import os
 import sys
+
+TYPE_CHECKING = False  # typing is not imported on a rank's path: the name below exists for mypy only
+if TYPE_CHECKING:
+    from typing import Callable
 
 # The signals CPython sets to SIG_IGN at start-up (Python/pylifecycle.c), which subprocess restores too:
 # SIGPIPE and SIGXFSZ, by their Linux numbers.
@@ -86,3 +94,46 @@ def flush_quietly() -> None:
             stream.flush()
         except (OSError, ValueError, AttributeError):
             pass
+
+
+PR_SET_PDEATHSIG, SIGKILL = 1, 9  # Linux's numbers
+
+
+def _libc_function(name: str) -> Callable[..., int]:
+    """``ctypes.CDLL(None).NAME``: a C library function already in this process, int arguments and result.
+
+    Built from ctypes' C core, which is what ``ctypes.CDLL`` itself builds on: ``import ctypes`` first defines
+    its whole type zoo and imports struct and types, a cost every rank would pay for this one call. Should that
+    core ever change shape, ctypes itself is used.
+    """
+    try:
+        import _ctypes
+
+        class Function(_ctypes.CFuncPtr):
+            _flags_ = _ctypes.FUNCFLAG_CDECL  # int arguments and an int result, as ctypes' default
+
+        class Process:  # what ctypes.CDLL(None) holds: the program and the libraries it has loaded
+            _handle = _ctypes.dlopen(None, _ctypes.RTLD_LOCAL)  # type: ignore[arg-type]  # None: the program
+
+        function: Callable[..., int] = Function((name, Process))  # type: ignore[arg-type]  # has a _handle
+    except (ImportError, AttributeError, TypeError):
+        import ctypes
+
+        function = getattr(ctypes.CDLL(None), name)
+    return function
+
+
+def death_signal_setter() -> Callable[[int], bool]:
+    """``die_with(parent)``: SIGKILL for this process when ``parent`` exits, even by SIGKILL; False when it had
+    exited already (before the setting took effect). Made before a fork, it needs no import in the child.
+
+    The kernel sends the signal when the parent *thread* that forked the process exits; the managers tested
+    (MPICH's proxy, Open MPI's mpirun, slurmstepd) fork ranks from threads that live as long as the job.
+    """
+    prctl = _libc_function("prctl")
+
+    def die_with(parent: int) -> bool:
+        prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
+        return os.getppid() == parent
+
+    return die_with

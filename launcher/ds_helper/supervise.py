@@ -35,9 +35,8 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-from ds_helper.streams import PYTHON_IGNORED, hold_closed_fds, restore_signals
+from ds_helper.streams import PYTHON_IGNORED, death_signal_setter, hold_closed_fds, restore_signals
 
-PR_SET_PDEATHSIG = 1
 _TERMINATING = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT}
 _NOT_FORWARDED = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD}
 # What a terminal sends to its whole foreground job: the script gets these from the terminal itself.
@@ -60,24 +59,16 @@ def _has_terminal() -> bool:
         os.close(tty)
 
 
-def _die_with_parent(parent: int) -> None:
-    """In the child, before exec: SIGKILL when the supervisor goes away."""
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the supervisor died before prctl took effect
-        os._exit(128 + signal.SIGKILL)
-
-
 def _start(argv: List[str], out_w: int, err_w: int, own_group: bool) -> int:
     parent = os.getpid()
+    die_with = death_signal_setter()  # made before the fork: the child only calls it
     pid = os.fork()
     if pid == 0:
         try:
             if own_group:
                 os.setpgid(0, 0)  # forwarded signals reach its children too
-            _die_with_parent(parent)
+            if not die_with(parent):  # the supervisor died before the setting took effect
+                os._exit(128 + signal.SIGKILL)
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
             restore_signals()
