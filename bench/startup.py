@@ -17,6 +17,8 @@ Rows, each started as ``mpiexec -n N CMD`` in a scratch directory holding an emp
 
 - ``python script.py``: the bare interpreter (the clean venv's ``bin/python``; no pyenv shim in the way).
 - ``ds-helper (compose)``: ``ds-helper log.quiet=true script=script.py``: Hydra composes on every rank.
+- ``Hydra alone (the floor of compose)``: ``python bench/hydra_floor.py script.py``, which imports Hydra, composes
+  a config of nothing and execs ``python -u script.py``: what any rank composing with Hydra costs at the least.
 - ``ds-helper --plan``: ``ds-helper --plan plan.json``, the plan saved once before timing by
   ``ds-helper log.quiet=true script=script.py --save-plan plan.json``.
 - ``ds-helper --plan, run_mode=inprocess``: the same with a plan saved with ``run_mode=inprocess``: the script
@@ -70,6 +72,7 @@ CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.
 DEEPSPEED_VENV = os.path.join(CACHE, "deepspeed-venv")
 CLEAN_VENV = os.path.join(CACHE, "clean-venv")
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HYDRA_FLOOR = os.path.join(CHECKOUT, "bench", "hydra_floor.py")
 # What this machine's own start-up adds to every interpreter: must not be in the clean venv's.
 SANDBOX_MODULES = ("certifi", "sitecustomize", "usercustomize")
 
@@ -249,6 +252,10 @@ def main() -> None:
             "ds-helper (compose)": (
                 [ds_helper, "log.quiet=true", "script=script.py"],
                 [ds_helper, "log.quiet=true", "script=script.py", "dry_run=true"],
+            ),
+            "Hydra alone (the floor of compose)": (
+                [python, HYDRA_FLOOR, "script.py"],
+                [python, HYDRA_FLOOR, "--no-exec", "script.py"],
             ),
             "ds-helper --plan": ([ds_helper, "--plan", "plan.json"], [ds_helper, "--plan", "plan-dry.json"]),
             "ds-helper --plan, run_mode=inprocess": (

@@ -33,6 +33,18 @@ def test_a_site_launcher_maps_its_recorded_environment(site_path: str, launcher:
         assert {name: launch.env.get(name) for name in EXPORTED} == {name: expect.get(name) for name in EXPORTED}
 
 
+def test_group_options_are_what_hydras_config_loader_lists(site_path: str) -> None:
+    """compose.group_options asks the config sources itself (the loader's copy is slow): the same answer."""
+    from ds_helper.compose import group_options, hydra_context
+    from hydra.core.global_hydra import GlobalHydra
+
+    with hydra_context():
+        loader = GlobalHydra.instance().config_loader()
+        for group in ("launcher", "bind", "hydra/job_logging"):
+            assert group_options(group) == list(loader.get_group_options(group)), group
+        assert "horovod" in group_options("launcher")  # a ConfigStore option, beside the packaged files
+
+
 def test_auto_tries_a_site_launcher_by_its_priority_among_the_shipped_ones(site_path: str) -> None:
     launchers = plan_for().launchers
     names = [spec.name for spec in launchers]
