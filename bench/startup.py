@@ -17,12 +17,16 @@ Rows, each started as ``mpiexec -n N CMD`` in a scratch directory holding an emp
 
 - ``python script.py``: the bare interpreter (the clean venv's ``bin/python``; no pyenv shim in the way).
 - ``ds-helper (compose)``: ``ds-helper log.quiet=true script=script.py``: Hydra composes on every rank.
-- ``Hydra alone (the floor of compose)``: ``python bench/hydra_floor.py script.py``, which imports Hydra, composes
+- ``floor: two interpreters (exec)``: ``python -c <exec python -u script.py>``: an interpreter that only execs the
+  script's, what any start that ends in exec (``--plan``) costs at the least.
+- ``floor: compose with Hydra alone``: ``python bench/hydra_floor.py script.py``, which imports Hydra, composes
   a config of nothing and execs ``python -u script.py``: what any rank composing with Hydra costs at the least.
 - ``ds-helper --plan``: ``ds-helper --plan plan.json``, the plan saved once before timing by
   ``ds-helper log.quiet=true script=script.py --save-plan plan.json``.
 - ``ds-helper --plan, run_mode=inprocess``: the same with a plan saved with ``run_mode=inprocess``: the script
   runs in ds-helper's own interpreter, so one interpreter start instead of two.
+- ``floor: in process``: ``python bench/inprocess_floor.py plan-inprocess.json``: the same plan read without
+  any check, kill-with-parent armed, the script compiled and run: what any in-process start costs at the least.
 
 The rows without run_mode=inprocess exec ``python -u script.py`` at the end, so they include the script's own
 interpreter start.
@@ -33,7 +37,9 @@ Columns and how each is measured:
 - ``wall ms``: median wall time of the whole ``mpiexec`` run (``time.perf_counter`` around ``subprocess.run``).
   Rounds are interleaved (each round runs every row once, per N, in turn), after one warm-up run per command,
   so a busy period of the machine hits every row alike.
-- ``x bare``: that median over the bare row's median for the same N (the issue's targets are for N=2).
+- ``x bare``: the median over rounds of the run's wall time over the bare row's in the same round (the same N):
+  paired within a round, so a machine that gets busier or quieter during the benchmark moves both alike (the
+  issue's targets are for N=2).
 - ``cpu s/rank``: median over rounds of the ``resource.getrusage(RUSAGE_CHILDREN)`` user+system delta of one run,
   divided by N. It includes mpiexec's and its proxy's CPU (the same for every row of one N).
 - ``helper RSS MB``: peak RSS of the helper itself on one rank, before any exec: the same command with a dry run
@@ -73,6 +79,9 @@ DEEPSPEED_VENV = os.path.join(CACHE, "deepspeed-venv")
 CLEAN_VENV = os.path.join(CACHE, "clean-venv")
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HYDRA_FLOOR = os.path.join(CHECKOUT, "bench", "hydra_floor.py")
+INPROCESS_FLOOR = os.path.join(CHECKOUT, "bench", "inprocess_floor.py")
+# An interpreter that only execs the next one, as --plan ends: the least any start that execs the script costs.
+EXEC_FLOOR = "import os, sys; os.execv(sys.executable, [sys.executable, '-u', sys.argv[1]])"
 # What this machine's own start-up adds to every interpreter: must not be in the clean venv's.
 SANDBOX_MODULES = ("certifi", "sitecustomize", "usercustomize")
 
@@ -116,7 +125,7 @@ def deepspeed_python() -> str:
 
 
 _TOTAL = r"^\s*100\.00\s+\S+\s+(?:\S+\s+)?(\d+)\s+(?:\d+\s+)?total"  # strace -c's last line
-DEFAULT_REPEATS = "21,9"
+DEFAULT_REPEATS = "61,9"
 QUICK_REPEATS = "5,3"
 
 
@@ -140,10 +149,13 @@ def timed(argv: Sequence[str], cwd: str, env: Dict[str, str]) -> tuple[float, fl
 
 
 def peak_rss_mb(mpiexec: List[str], cmd: List[str], cwd: str, env: Dict[str, str]) -> float:
-    result = _run([*mpiexec, "/usr/bin/time", "-f", "PEAK_RSS_KB=%M", *cmd], cwd, env)
-    values = [int(v) for v in re.findall(r"PEAK_RSS_KB=(\d+)", result.stderr.decode())]
-    if not values:
-        sys.exit(f"no RSS from {' '.join(cmd)}:\n{result.stderr.decode()[-2000:]}")
+    # Each rank appends its line to one file (O_APPEND: whole lines); on the shared stderr, two ranks' lines can
+    # arrive interleaved character by character.
+    with tempfile.NamedTemporaryFile("r", suffix=".rss") as out:
+        result = _run([*mpiexec, "/usr/bin/time", "-a", "-o", out.name, "-f", "PEAK_RSS_KB=%M", *cmd], cwd, env)
+        values = [int(v) for v in re.findall(r"PEAK_RSS_KB=(\d+)", out.read())]
+    if len(values) != int(mpiexec[-1]):
+        sys.exit(f"no RSS from every rank of {' '.join(cmd)}:\n{result.stderr.decode()[-2000:]}")
     return statistics.median(values) / 1024
 
 
@@ -249,18 +261,23 @@ def main() -> None:
                 sys.exit(saved.stderr.decode())
         rows: Dict[str, tuple[List[str], List[str]]] = {  # name -> (command, its dry-run twin for RSS)
             "python script.py": ([python, "script.py"], [python, "script.py"]),
+            "ds-helper --plan": ([ds_helper, "--plan", "plan.json"], [ds_helper, "--plan", "plan-dry.json"]),
+            "floor: two interpreters (exec)": ([python, "-c", EXEC_FLOOR, "script.py"], [python, "-c", "pass"]),
+            "ds-helper --plan, run_mode=inprocess": (
+                [ds_helper, "--plan", "plan-inprocess.json"],
+                [ds_helper, "--plan", "plan-inprocess-dry.json"],
+            ),
+            "floor: in process": (
+                [python, INPROCESS_FLOOR, "plan-inprocess.json"],
+                [python, INPROCESS_FLOOR, "--no-run", "plan-inprocess.json"],
+            ),
             "ds-helper (compose)": (
                 [ds_helper, "log.quiet=true", "script=script.py"],
                 [ds_helper, "log.quiet=true", "script=script.py", "dry_run=true"],
             ),
-            "Hydra alone (the floor of compose)": (
+            "floor: compose with Hydra alone": (
                 [python, HYDRA_FLOOR, "script.py"],
                 [python, HYDRA_FLOOR, "--no-exec", "script.py"],
-            ),
-            "ds-helper --plan": ([ds_helper, "--plan", "plan.json"], [ds_helper, "--plan", "plan-dry.json"]),
-            "ds-helper --plan, run_mode=inprocess": (
-                [ds_helper, "--plan", "plan-inprocess.json"],
-                [ds_helper, "--plan", "plan-inprocess-dry.json"],
             ),
         }
         if opts.deepspeed == "install":
@@ -284,6 +301,9 @@ def main() -> None:
             for name, (_, dry) in rows.items():
                 results[(n, name)] = {
                     "wall": statistics.median(walls[name]),
+                    "ratio": statistics.median(
+                        wall / bare for wall, bare in zip(walls[name], walls["python script.py"], strict=True)
+                    ),
                     "cpu": statistics.median(cpus[name]) / n,
                     "rss": peak_rss_mb(mpiexec, dry, work, env),
                     "sc": float("nan") if opts.no_strace else file_syscalls(mpiexec, rows[name][0], work, env) / n,
@@ -301,15 +321,14 @@ def main() -> None:
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---:" if i != 1 else "---" for i in range(len(header))) + "|")
     for n in sizes:
-        bare = results[(n, "python script.py")]["wall"]
         for name in rows:
             r = results[(n, name)]
             sc, own = ("-" if r[k] != r[k] else f"{r[k]:.0f}" for k in ("sc", "own"))
             cells = (
                 str(n),
                 name,
-                f"{r['wall'] * 1000:.0f}",
-                f"{r['wall'] / bare:.2f}",
+                f"{r['wall'] * 1000:.{1 if r['wall'] < 0.1 else 0}f}",
+                f"{r['ratio']:.2f}",
                 f"{r['cpu']:.3f}",
                 f"{r['rss']:.1f}",
                 sc,

@@ -70,6 +70,32 @@ def test_ctrl_c_ends_the_script_by_sigint_as_python_does() -> None:
         assert proc.returncode == -signal.SIGINT and "KeyboardInterrupt" in err, mode
 
 
+def test_the_environment_is_the_one_exec_gives_in_the_script_and_its_children(tmp_path) -> None:
+    """Variables removed, changed and added in place (run._become_environment), with 300 of the caller's own."""
+    (tmp_path / "environ.py").write_text(
+        "import json, os, subprocess, sys\n"
+        "child = subprocess.run([sys.executable, '-c', 'import json, os; print(json.dumps(dict(os.environ)))'],"
+        " capture_output=True, text=True).stdout\n"
+        "print(json.dumps([dict(os.environ), json.loads(child)]))\n"
+    )
+    env = clean_env(**{f"CALLER_{index}": f"value {index}" for index in range(300)}, GONE="x")
+    overrides = ("log.quiet=true", "~env.GONE", "env.CALLER_7=changed", "env.ADDED=new", "environ.py")
+    views = [json.loads(ds(mode, *overrides, env=env, cwd=tmp_path).stdout) for mode in MODES]
+    exec_view, inprocess_view = views
+    assert exec_view[0] == exec_view[1]  # what a fresh interpreter started from the exec'd environment sees
+    assert inprocess_view == exec_view
+    seen = exec_view[0]
+    assert "GONE" not in seen and seen["CALLER_7"] == "changed" and seen["ADDED"] == "new"
+    assert seen["CALLER_299"] == "value 299" and seen["WORLD_SIZE"] == "1"
+
+
+def test_the_script_has_automatic_garbage_collection_as_in_a_fresh_interpreter(tmp_path) -> None:
+    """ds-helper's command starts with collection off (launcher/ds-helper); the script gets it back on."""
+    (tmp_path / "gc_state.py").write_text("import gc\nprint(gc.isenabled(), gc.get_threshold())\n")
+    outputs = [ds("log.quiet=true", mode, "gc_state.py", cwd=tmp_path).stdout for mode in MODES]
+    assert outputs == ["True (700, 10, 10)\n"] * 2
+
+
 def test_a_user_module_named_like_ds_helpers_package_is_the_users(tmp_path) -> None:
     (tmp_path / "launcher.py").write_text("WHO = 'user'\n")
     (tmp_path / "main.py").write_text("import launcher\nprint(launcher.WHO)\n")

@@ -224,6 +224,7 @@ RANK_PATH = {
     "__future__",
     "_json",
     "_ctypes",
+    "gc",  # built in: ds-helper's command turns automatic collection off while it starts (launcher/ds-helper)
 }
 # With binding asked for, binding's modules too (and what they import today: Python 3.11's names).
 BINDING = RANK_PATH | {

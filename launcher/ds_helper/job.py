@@ -306,9 +306,11 @@ def run_local(command: List[str], envs: List[Dict[str, str]], grace: float) -> i
     SIGINT/SIGTERM/SIGHUP/SIGQUIT go to every rank; when a rank fails the others get SIGTERM, then SIGKILL after
     ``grace`` seconds; the exit code is the first failing rank's (128+N for signal N), else 0.
     """
+    import gc
     import subprocess
     import time
 
+    gc.enable()  # off for a quick start (launcher/ds-helper); this process stays for the whole job
     waited = {signal.SIGCHLD, *_FORWARDED}
     signal.pthread_sigmask(signal.SIG_BLOCK, waited)
     children: Dict[int, subprocess.Popen[bytes]] = {}
