@@ -1,102 +1,108 @@
-"""What one composing rank spends its CPU on, step by step: one table (bench/README.md, compose path).
+"""What one composing rank spends its CPU on, step by step, beside Hydra's own floor: one table (bench/README.md).
 
-    PYTHON bench/compose_steps.py [--runs 7] [--launcher auto]
+    PYTHON bench/compose_steps.py [--runs 15] [--launcher auto]
 
 Run it with the interpreter of the venv to measure (``bench/startup.py`` keeps a clean one in
-``~/.cache/ds-helper-bench/clean-venv``). Each step is timed in CPU time (``time.process_time``), not wall time, so
-other load on a shared machine matters less; the imports are timed in fresh interpreters (median of ``--runs``), the
-steps after them in one process (best of ``--runs``, caches of the first run excluded only where Hydra keeps one
-per process anyway, which a rank does not). The table is what ``ds-helper launcher=L script=script.py`` does on a
-rank before it execs the script.
+``~/.cache/ds-helper-bench/clean-venv``). Each run is a fresh interpreter that does what ``ds-helper launcher=L
+script=script.py`` does on a rank before it execs the script, cold, as a rank does it once, with automatic garbage
+collection off as ds-helper's command starts (launcher/ds-helper), and reports the CPU time (``time.process_time``)
+of each step; the table shows the median of ``--runs`` runs. The floor column is ``bench/hydra_floor.py``'s
+composition (Hydra alone, a config of nothing) timed the same way.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from typing import Callable, List
+from typing import Dict, List
 
-IMPORT = "import time; t = time.process_time(); {stmt}; print((time.process_time() - t) * 1000)"
+# One rank's composition, cut where ds_helper.cli.compose_request and compose.compose_config make their calls.
+RANK = """
+import gc; gc.disable()
+import json, os, sys, time
+marks = [("start", time.process_time())]
+def mark(step): marks.append((step, time.process_time()))
+import hydra, omegaconf; mark("import hydra + omegaconf")
+from ds_helper import cli, compose; mark("import ds-helper's compose side (schema, recipes, ...)")
+from ds_helper.argv import parse_argv
+request = parse_argv([f"launcher={sys.argv[1]}", "script=script.py"])
+cli.check_override_keys(request.overrides)
+with compose.hydra_context():
+    mark("hydra_context: the schema in the ConfigStore, initialize (plugins, search path)")
+    cfg = compose._compose_recipe_errors(request.overrides); mark("Hydra compose(): config.yaml, groups, overrides")
+    config = compose._object(cfg); mark("to_object: the composed config as the schema's classes")
+    candidates = compose.load_launchers() if config.launcher.name == "auto" else []
+    mark("launcher=auto: every candidate launcher read and checked")
+config.script = request.script or config.script
+from ds_helper.plan import make_plan; plan = make_plan(config, candidates); mark("make_plan")
+from ds_helper.resolve import resolve; from ds_helper import run; resolve(plan, os.environ, [])
+mark("resolve this rank (and import run)")
+print(json.dumps([[step, (t - marks[i][1]) * 1000] for i, (step, t) in enumerate(marks[1:])]))
+"""
+
+FLOOR = """
+import gc; gc.disable()
+import json, os, sys, time
+marks = [("start", time.process_time())]
+def mark(step): marks.append((step, time.process_time()))
+import hydra, omegaconf; mark("import hydra + omegaconf")
+from hydra import compose, initialize_config_dir
+sys.path.insert(0, sys.argv[1])
+import hydra_floor
+hydra_floor.store_config()
+with initialize_config_dir(hydra_floor.FOLDER, version_base="1.3"):
+    mark("hydra_context: the schema in the ConfigStore, initialize (plugins, search path)")
+    compose(config_name="config"); mark("Hydra compose(): config.yaml, groups, overrides")
+print(json.dumps([[step, (t - marks[i][1]) * 1000] for i, (step, t) in enumerate(marks[1:])]))
+"""
 
 
-def import_ms(stmt: str, runs: int) -> float:
-    """Median CPU ms of ``stmt`` as the first thing a fresh interpreter does."""
-    out = [
-        float(subprocess.run([sys.executable, "-c", IMPORT.format(stmt=stmt)], capture_output=True, text=True).stdout)
-        for _ in range(runs)
-    ]
-    return statistics.median(out)
-
-
-def best_ms(step: Callable[[], object], runs: int) -> float:
-    best = float("inf")
+def steps(code: str, argv: List[str], runs: int, cwd: str) -> Dict[str, float]:
+    """Median CPU ms of each step over ``runs`` fresh interpreters."""
+    samples: Dict[str, List[float]] = {}
     for _ in range(runs):
-        start = time.process_time()
-        step()
-        best = min(best, time.process_time() - start)
-    return best * 1000
+        out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=cwd, check=True)
+        for step, ms in json.loads(out.stdout):
+            samples.setdefault(step, []).append(ms)
+    return {step: statistics.median(values) for step, values in samples.items()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--launcher", default="auto")
     opts = parser.parse_args()
-    runs = opts.runs
-
-    rows: List[tuple[str, float]] = [
-        ("import hydra + omegaconf", import_ms("import hydra, omegaconf", runs)),
-        ("import ds_helper.compose (with Hydra)", import_ms("import ds_helper.compose", runs)),
-        ("import the rank path (cli, plan, resolve, run)", import_ms("import ds_helper.cli, ds_helper.run", runs)),
-    ]
-    from ds_helper import compose
-    from ds_helper.argv import parse_argv
-    from ds_helper.cli import compose_request
-    from ds_helper.plan import make_plan
-    from ds_helper.resolve import resolve
-
-    work = tempfile.mkdtemp(prefix="ds-bench-steps-")
-    os.chdir(work)
-    with open("script.py", "w") as f:
-        f.write("pass\n")
-    overrides = [f"launcher={opts.launcher}", "script=script.py"]
-
-    def context() -> None:
-        with compose.hydra_context():
-            pass
-
-    with compose.hydra_context():
-        cfg = compose.compose(config_name="config", overrides=overrides)
-        rows.append(
-            ("Hydra compose() of config.yaml + overrides", best_ms(lambda: compose.compose("config", overrides), runs))
+    bare = statistics.median(
+        float(
+            subprocess.run(
+                [sys.executable, "-c", "import time; print(time.process_time())"],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
         )
-        rows.append(
-            ("OmegaConf.to_object (the composed config)", best_ms(lambda: compose.OmegaConf.to_object(cfg), runs))
-        )
-        rows.append(("second schema pass (_typed; now only with +key=)", best_ms(lambda: compose._typed(cfg), runs)))
-        rows.append(("launcher=auto: every candidate (load_launchers)", best_ms(compose.load_launchers, runs)))
-    rows.append(("hydra_context (ConfigStore schema, initialize)", best_ms(context, runs)))
-    request = parse_argv(overrides)
-    config, candidates = compose_request(request)
-    rows.append(
-        ("whole compose_request (argv to Config)", best_ms(lambda: compose_request(parse_argv(overrides)), runs))
+        * 1000
+        for _ in range(opts.runs)
     )
-    plan = make_plan(config, candidates)
-    rows.append(("make_plan", best_ms(lambda: make_plan(config, candidates), runs)))
-    env = {"PMI_RANK": "0", "PMI_SIZE": "2", "MPI_LOCALRANKID": "0", "MPI_LOCALNRANKS": "2", "PATH": "/bin"}
-    rows.append(("resolve (one rank)", best_ms(lambda: resolve(plan, env, []), runs)))
+    with tempfile.TemporaryDirectory(prefix="ds-bench-steps-") as work:
+        with open(os.path.join(work, "script.py"), "w") as f:
+            f.write("pass\n")
+        ours = steps(RANK, [opts.launcher], opts.runs, work)
+        floor = steps(FLOOR, [os.path.dirname(os.path.abspath(__file__))], opts.runs, work)
 
-    print(f"command: {sys.executable} bench/compose_steps.py --runs {runs} --launcher {opts.launcher}")
-    print(f"load average: {', '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
-    print("| step | CPU ms |")
-    print("|---|---:|")
-    for name, ms in rows:
-        print(f"| {name} | {ms:.1f} |")
+    print(f"command: {sys.executable} bench/compose_steps.py --runs {opts.runs} --launcher {opts.launcher}")
+    print(f"load average: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"a bare interpreter's own start-up, for scale: {bare:.1f} ms CPU\n")
+    print("| step (CPU ms, cold) | ds-helper | Hydra alone |")
+    print("|---|---:|---:|")
+    for step, ms in ours.items():
+        print(f"| {step} | {ms:.1f} | {floor[step]:.1f} |" if step in floor else f"| {step} | {ms:.1f} | - |")
+    print(f"| total | {sum(ours.values()):.1f} | {sum(floor.values()):.1f} |")
 
 
 if __name__ == "__main__":

@@ -19,16 +19,22 @@ from hydra import compose, initialize_config_dir  # noqa: E402
 from hydra.core.config_store import ConfigStore  # noqa: E402
 
 HYDRA_GROUPS = ("job_logging", "hydra_logging", "help", "hydra_help", "output", "env", "launcher", "sweeper")
+# A folder of no configs (this one): the primary config comes from the ConfigStore. Plain initialize() would look
+# for its caller with inspect.stack(), which reads every frame's source, ~10 ms a rank never spends.
+FOLDER = os.path.dirname(os.path.abspath(__file__))
+
+
+def store_config() -> None:
+    """The primary config: only conf/config.yaml's nulls for Hydra's own groups."""
+    defaults = ["_self_", *({f"override hydra/{group}": None} for group in HYDRA_GROUPS)]
+    ConfigStore.instance().store(name="config", node={"defaults": defaults})
 
 
 def main() -> None:
     no_exec = sys.argv[1] == "--no-exec"
     script = sys.argv[-1]
-    defaults = ["_self_", *({f"override hydra/{group}": None} for group in HYDRA_GROUPS)]
-    ConfigStore.instance().store(name="config", node={"defaults": defaults})
-    # A folder of no configs (this one): the primary config comes from the ConfigStore. Plain initialize() would
-    # look for its caller with inspect.stack(), which reads every frame's source, ~10 ms a rank never spends.
-    with initialize_config_dir(os.path.dirname(os.path.abspath(__file__)), version_base="1.3"):
+    store_config()
+    with initialize_config_dir(FOLDER, version_base="1.3"):
         compose(config_name="config")
     if not no_exec:
         os.execv(sys.executable, [sys.executable, "-u", script])
