@@ -6,8 +6,8 @@ Run it with the interpreter of the venv to measure (``bench/startup.py`` keeps a
 ``~/.cache/ds-helper-bench/clean-venv``). Each run is a fresh interpreter that does what ``ds-helper launcher=L
 script=script.py`` does on a rank before it execs the script, cold, as a rank does it once, with automatic garbage
 collection off as ds-helper's command starts (launcher/ds-helper), and reports the CPU time (``time.process_time``)
-of each step; the table shows the median of ``--runs`` runs. The floor column is ``bench/hydra_floor.py``'s
-composition (Hydra alone, a config of nothing) timed the same way.
+of each step; the table shows the median of ``--runs`` runs. The other column, run in turn with it, is
+``bench/hydra_floor.py``'s composition (Hydra alone, a config of nothing), timed the same way.
 """
 
 from __future__ import annotations
@@ -62,14 +62,16 @@ print(json.dumps([[step, (t - marks[i][1]) * 1000] for i, (step, t) in enumerate
 """
 
 
-def steps(code: str, argv: List[str], runs: int, cwd: str) -> Dict[str, float]:
-    """Median CPU ms of each step over ``runs`` fresh interpreters."""
-    samples: Dict[str, List[float]] = {}
+def steps(codes: Dict[str, tuple[str, List[str]]], runs: int, cwd: str) -> Dict[str, Dict[str, float]]:
+    """Median CPU ms of each step of each code over ``runs`` fresh interpreters, the codes run in turn."""
+    samples: Dict[str, Dict[str, List[float]]] = {name: {} for name in codes}
     for _ in range(runs):
-        out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=cwd, check=True)
-        for step, ms in json.loads(out.stdout):
-            samples.setdefault(step, []).append(ms)
-    return {step: statistics.median(values) for step, values in samples.items()}
+        for name, (code, argv) in codes.items():
+            argv = [sys.executable, "-c", code, *argv]
+            out = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, check=True)
+            for step, ms in json.loads(out.stdout):
+                samples[name].setdefault(step, []).append(ms)
+    return {name: {step: statistics.median(v) for step, v in found.items()} for name, found in samples.items()}
 
 
 def main() -> None:
@@ -92,8 +94,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ds-bench-steps-") as work:
         with open(os.path.join(work, "script.py"), "w") as f:
             f.write("pass\n")
-        ours = steps(RANK, [opts.launcher], opts.runs, work)
-        floor = steps(FLOOR, [os.path.dirname(os.path.abspath(__file__))], opts.runs, work)
+        bench = os.path.dirname(os.path.abspath(__file__))
+        measured = steps({"ours": (RANK, [opts.launcher]), "floor": (FLOOR, [bench])}, opts.runs, work)
+        ours, floor = measured["ours"], measured["floor"]
 
     print(f"command: {sys.executable} bench/compose_steps.py --runs {opts.runs} --launcher {opts.launcher}")
     print(f"load average: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
