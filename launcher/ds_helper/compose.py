@@ -7,7 +7,6 @@ directory, no log files, no logging takeover, no ``chdir`` and no ``sys.argv`` p
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
 from contextlib import contextmanager
@@ -485,6 +484,8 @@ def provenance(overrides: List[str], script: Optional[str], env: Dict[str, Optio
         del last["env"]
     for name, value in env.items():
         last[f"env.{name}"] = value
+    import json  # only here: the json package is not otherwise on a composing rank's path (bench/README.md)
+
     lines = []
     for group in GROUPS:
         who = _choice_source(group, overrides, loaded)
