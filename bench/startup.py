@@ -16,17 +16,17 @@ from the runs' environment.
 Rows, each started as ``mpiexec -n N CMD`` in a scratch directory holding an empty ``script.py``:
 
 - ``python script.py``: the bare interpreter (the clean venv's ``bin/python``; no pyenv shim in the way).
-- ``ds-helper (compose)``: ``ds-helper log.quiet=true script=script.py``: Hydra composes on every rank.
-- ``floor: two interpreters (exec)``: ``python -c <exec python -u script.py>``: an interpreter that only execs the
-  script's, what any start that ends in exec (``--plan``) costs at the least.
-- ``floor: compose with Hydra alone``: ``python bench/hydra_floor.py script.py``, which imports Hydra, composes
-  a config of nothing and execs ``python -u script.py``: what any rank composing with Hydra costs at the least.
 - ``ds-helper --plan``: ``ds-helper --plan plan.json``, the plan saved once before timing by
   ``ds-helper log.quiet=true script=script.py --save-plan plan.json``.
+- ``floor: two interpreters (exec)``: ``python -c <exec python -u script.py>``: an interpreter that only execs the
+  script's, what any start that ends in exec (``--plan``) costs at the least.
 - ``ds-helper --plan, run_mode=inprocess``: the same with a plan saved with ``run_mode=inprocess``: the script
   runs in ds-helper's own interpreter, so one interpreter start instead of two.
 - ``floor: in process``: ``python bench/inprocess_floor.py plan-inprocess.json``: the same plan read without
   any check, kill-with-parent armed, the script compiled and run: what any in-process start costs at the least.
+- ``ds-helper (compose)``: ``ds-helper log.quiet=true script=script.py``: Hydra composes on every rank.
+- ``floor: compose with Hydra alone``: ``python bench/hydra_floor.py script.py``, which imports Hydra, composes
+  a config of nothing and execs ``python -u script.py``: what any rank composing with Hydra costs at the least.
 
 The rows without run_mode=inprocess exec ``python -u script.py`` at the end, so they include the script's own
 interpreter start.

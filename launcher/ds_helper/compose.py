@@ -144,7 +144,7 @@ def group_options(group: str) -> List[str]:
 
     Asked of the sources directly: the loader's own ``get_group_options`` first deep-copies its whole repository,
     every ConfigStore node and the schema's among them, which was half of launcher=auto's cost on a composing rank
-    (bench/README.md). tests/test_plan.py holds the two equal.
+    (bench/README.md). tests/test_launcher_path.py holds the two equal.
     """
     names: set[str] = set()
     for source in GlobalHydra.instance().config_loader().get_sources():
