@@ -1,8 +1,8 @@
-"""Start-up cost of a rank under a real ``mpiexec -n N``: bare python, ds-helper composing, ds-helper --plan.
+"""Start-up cost of a rank under a real ``mpiexec -n N``: bare python, ds-helper three ways, and their floors.
 
 Not a test: a plain script that prints one table (and the command and machine facts that made it).
 
-    python bench/startup.py [--quick] [--sizes 2,16] [--repeats 21,9] [--mpiexec mpiexec.mpich] [--venv DIR]
+    python bench/startup.py [--quick] [--sizes 2,16] [--repeats 61,9] [--mpiexec mpiexec.mpich] [--venv DIR]
 
 Everything runs in a CLEAN venv, what users have: ``python3 -m venv`` of the base interpreter (``--base-python``,
 default the one this venv was made from), hydra-core and omegaconf from the package index, and ds-helper
