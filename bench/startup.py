@@ -37,9 +37,10 @@ Columns and how each is measured:
 - ``wall ms``: median wall time of the whole ``mpiexec`` run (``time.perf_counter`` around ``subprocess.run``).
   Rounds are interleaved (each round runs every row once, per N, in turn), after one warm-up run per command,
   so a busy period of the machine hits every row alike.
-- ``x bare``: the median over rounds of the run's wall time over the bare row's in the same round (the same N):
-  paired within a round, so a machine that gets busier or quieter during the benchmark moves both alike (the
-  issue's targets are for N=2).
+- ``x bare``: that median over the bare row's median for the same N (the issue's targets are for N=2).
+- ``paired``: the median over rounds of the run's wall time over the bare row's in the same round: paired within
+  a round, so a machine that gets busier or quieter during the benchmark moves both alike. It is usually a little
+  lower than ``x bare``: read both.
 - ``cpu s/rank``: median over rounds of the ``resource.getrusage(RUSAGE_CHILDREN)`` user+system delta of one run,
   divided by N. It includes mpiexec's and its proxy's CPU (the same for every row of one N).
 - ``helper RSS MB``: peak RSS of the helper itself on one rank, before any exec: the same command with a dry run
@@ -317,10 +318,11 @@ def main() -> None:
         print(fact)
     print(f"load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())} (2 CPUs shared: see the spread)")
     print(f"rounds per N: {dict(zip(sizes, repeats, strict=True))} (interleaved, medians)\n")
-    header = ("N", "row", "wall ms", "x bare", "cpu s/rank", "helper RSS MB", "file sc/rank", "own file sc")
+    header = ("N", "row", "wall ms", "x bare", "paired", "cpu s/rank", "helper RSS MB", "file sc/rank", "own file sc")
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---:" if i != 1 else "---" for i in range(len(header))) + "|")
     for n in sizes:
+        bare = results[(n, "python script.py")]["wall"]
         for name in rows:
             r = results[(n, name)]
             sc, own = ("-" if r[k] != r[k] else f"{r[k]:.0f}" for k in ("sc", "own"))
@@ -328,6 +330,7 @@ def main() -> None:
                 str(n),
                 name,
                 f"{r['wall'] * 1000:.{1 if r['wall'] < 0.1 else 0}f}",
+                f"{r['wall'] / bare:.2f}",
                 f"{r['ratio']:.2f}",
                 f"{r['cpu']:.3f}",
                 f"{r['rss']:.1f}",

@@ -227,7 +227,12 @@ def run_in_process(plan: Plan, launch: Launch) -> NoReturn:
     """
     import gc
 
-    gc.enable()  # off while ds-helper started (its command, launcher/ds-helper); on, as in a fresh interpreter
+    # Collection was off while ds-helper started (its command, launcher/ds-helper); on again for the script, as in
+    # a fresh interpreter. ds-helper's own objects live as long as the script does (its modules stay loaded), so
+    # they are frozen out of the script's collections first, the last one at exit among them: gc.freeze's
+    # documented pattern for a long-lived start-up (docs/design.md).
+    gc.freeze()
+    gc.enable()
     module, target, unbuffered = python_target(plan.argv)
     args = launch.argv[len(plan.argv) :]
     _become_environment(launch.env)
