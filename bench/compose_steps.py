@@ -24,7 +24,7 @@ from typing import Dict, List
 # One rank's composition, cut where ds_helper.cli.compose_request and compose.compose_config make their calls.
 RANK = """
 import gc; gc.disable()
-import json, os, sys, time
+import os, sys, time
 marks = [("start", time.process_time())]
 def mark(step): marks.append((step, time.process_time()))
 import hydra, omegaconf; mark("import hydra + omegaconf")
@@ -42,12 +42,13 @@ config.script = request.script or config.script
 from ds_helper.plan import make_plan; plan = make_plan(config, candidates); mark("make_plan")
 from ds_helper.resolve import resolve; from ds_helper import run; resolve(plan, os.environ, [])
 mark("resolve this rank (and import run)")
+import json  # only now: a composing rank does not import it (ds_helper/compose.py)
 print(json.dumps([[step, (t - marks[i][1]) * 1000] for i, (step, t) in enumerate(marks[1:])]))
 """
 
 FLOOR = """
 import gc; gc.disable()
-import json, os, sys, time
+import os, sys, time
 marks = [("start", time.process_time())]
 def mark(step): marks.append((step, time.process_time()))
 import hydra, omegaconf; mark("import hydra + omegaconf")
@@ -58,6 +59,7 @@ hydra_floor.store_config()
 with initialize_config_dir(hydra_floor.FOLDER, version_base="1.3"):
     mark("hydra_context: the schema in the ConfigStore, initialize (plugins, search path)")
     compose(config_name="config"); mark("Hydra compose(): config.yaml, groups, overrides")
+import json  # only now: a composing rank does not import it (ds_helper/compose.py)
 print(json.dumps([[step, (t - marks[i][1]) * 1000] for i, (step, t) in enumerate(marks[1:])]))
 """
 
