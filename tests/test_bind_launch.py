@@ -94,6 +94,19 @@ def test_numa_policy_and_memory_binding_on_this_machine() -> None:
     assert (strict.returncode != 0) == refused  # refused: warning, or an error with bind.strict=true
 
 
+@pytest.mark.parametrize(("memory", "policy"), [("local", "bind"), ("preferred", "preferred"), ("none", "default")])
+def test_the_memory_policy_is_the_kernels_as_numactl_reads_it(memory: str, policy: str) -> None:
+    """The script inherits the policy ds-helper set on itself (set_mempolicy, kept through exec): read back by a
+    program ds-helper becomes, numactl, which asks the kernel (get_mempolicy)."""
+    overrides = ("log.quiet=true", "no_python=true", "bind=numa", f"bind.memory={memory}", "script=numactl")
+    result = ds(*overrides, "--", "--show")
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    shown = dict(line.split(": ", 1) for line in result.stdout.splitlines() if ": " in line)
+    assert shown["policy"] == policy
+    if memory == "local":  # bound to the NUMA nodes of the rank's cores
+        assert shown["membind"].split() == shown["nodebind"].split()
+
+
 @pytest.mark.mpi
 @needs_two
 def test_dry_run_prints_the_node_table() -> None:
