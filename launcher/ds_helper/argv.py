@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 
+from ds_helper.checks import is_env_name
 from ds_helper.errors import LaunchError
 
 TYPE_CHECKING = False  # every rank parses its command line: typing, dataclasses and re are not imported
@@ -177,11 +178,6 @@ def _env_override(token: str) -> Optional[Tuple[str, str]]:
         return None
     name, _, value = body[len("env.") :].partition("=")
     return name, value
-
-
-def is_env_name(name: str) -> bool:
-    """A portable environment variable name: ASCII letters, digits and _, not starting with a digit."""
-    return name.isascii() and name.isidentifier()
 
 
 def _env_name(name: str) -> str:

@@ -123,6 +123,11 @@ def check_master(master: MasterSpec) -> None:
         )
 
 
+def is_env_name(name: str) -> bool:
+    """A portable environment variable name: ASCII letters, digits and _, not starting with a digit."""
+    return name.isascii() and name.isidentifier()
+
+
 def check_env_name(where: str, name: object) -> None:
     if not isinstance(name, str) or not name or "=" in name or "\0" in name:
         raise LaunchError(f"{where}: {name!r} is not a variable name (empty, or has '=' or NUL)")

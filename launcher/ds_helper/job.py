@@ -180,8 +180,10 @@ def rank_command() -> List[str]:
 
 def _has_rank_variables(spec: LauncherSpec, env: Mapping[str, str]) -> bool:
     """The manager started this process: its signature (or, without one, a rank variable) is present."""
+    from ds_helper.resolve import signature_present
+
     if spec.detect:
-        return all(name in env for name in spec.detect) and not any(name in env for name in spec.exclude)
+        return signature_present(spec, env)
     return any(source.split("[", 1)[0] in env for source in spec.rank)
 
 
@@ -412,13 +414,13 @@ def _size(shape: Shape) -> str:
 
 def _show(command: List[str], plan_json: str) -> str:
     """The command as a shell would take it, with the plan's value shown by name."""
-    import shlex
+    from ds_helper.run import shell_quote
 
     def shown(arg: str) -> str:
         before, found, after = arg.partition(plan_json)
         if not found:
-            return shlex.quote(arg)
-        return "".join([shlex.quote(before) if before else "", f'"${PLAN_VAR}"', shlex.quote(after) if after else ""])
+            return shell_quote(arg)
+        return "".join([shell_quote(before) if before else "", f'"${PLAN_VAR}"', shell_quote(after) if after else ""])
 
     return " ".join(shown(arg) for arg in command)
 

@@ -8,7 +8,7 @@ machine. Standard library only: this runs on every rank.
 from __future__ import annotations
 
 from ds_helper import bind, hostlist
-from ds_helper.checks import MAX_PORT
+from ds_helper.checks import MAX_PORT, is_env_name
 from ds_helper.errors import LaunchError
 from ds_helper.plan import RANK_FIELDS
 
@@ -113,7 +113,8 @@ def _present(env: Env, names: List[str]) -> List[str]:
     return [name for name in names if name in env]
 
 
-def _matches(spec: LauncherSpec, env: Env) -> bool:
+def signature_present(spec: LauncherSpec, env: Env) -> bool:
+    """Every variable of the manager's signature (``detect``) set, none of its ``exclude``."""
     return bool(spec.detect) and len(_present(env, spec.detect)) == len(spec.detect) and not _present(env, spec.exclude)
 
 
@@ -122,7 +123,7 @@ def choose_launcher(plan: Plan, env: Env) -> Tuple[LauncherSpec, str]:
     if not plan.auto:
         spec = plan.launchers[0]
         return spec, f"launcher={spec.name} (chosen in the config)"
-    present = [spec for spec in plan.launchers if _matches(spec, env)]
+    present = [spec for spec in plan.launchers if signature_present(spec, env)]
     if present:
         spec = present[0]
         for other in present[1:]:
@@ -186,13 +187,9 @@ def _indexed(source: str) -> Optional[Tuple[str, str]]:
     """``LIST[INDEX]`` -> (LIST, INDEX), both variable names; None for a plain variable name."""
     list_name, bracket, rest = source.partition("[")
     index_name = rest[:-1]
-    if bracket and rest.endswith("]") and _is_name(list_name) and _is_name(index_name):
+    if bracket and rest.endswith("]") and is_env_name(list_name) and is_env_name(index_name):
         return list_name, index_name
     return None
-
-
-def _is_name(text: str) -> bool:
-    return text.isascii() and text.isidentifier()
 
 
 def _read_source(source: str, env: Env) -> Optional[Tuple[int, str]]:

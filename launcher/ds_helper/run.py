@@ -37,10 +37,13 @@ SIGINT, SIGKILL = 2, 9  # Linux's numbers; the signal module imports enum, which
 _SHELL_SAFE = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-")
 
 
+def shell_quote(arg: str) -> str:
+    """``arg`` as a shell would need it typed: what ``shlex.quote`` does (shlex imports re, a rank does not)."""
+    return arg if arg and _SHELL_SAFE.issuperset(arg) else "'" + arg.replace("'", "'\"'\"'") + "'"
+
+
 def _quote(argv: List[str]) -> str:
-    """The command as a shell would need it typed (what ``shlex.quote`` does; shlex imports re)."""
-    quoted = (arg if arg and _SHELL_SAFE.issuperset(arg) else "'" + arg.replace("'", "'\"'\"'") + "'" for arg in argv)
-    return " ".join(quoted)
+    return " ".join(map(shell_quote, argv))
 
 
 def _rank_label(launch: Launch) -> str:
