@@ -130,6 +130,13 @@ def _ds_helper_installed(request: pytest.FixtureRequest) -> None:
         pytest.fail("ds-helper is not installed: run `pip install .[test]` first (see README)")
 
 
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    """A scratch folder holding a copy of tests/scripts/show.py, for runs whose files must stay apart."""
+    shutil.copy(SCRIPTS / "show.py", tmp_path)
+    return tmp_path
+
+
 @contextmanager
 def inside(directory: Path) -> Iterator[None]:
     before = os.getcwd()

@@ -15,13 +15,6 @@ from typing import List
 import pytest
 from conftest import DS_HELPER, SCRIPTS, assert_user_error, clean_env, ds, json_lines, mpich
 
-
-@pytest.fixture
-def folder(tmp_path: Path) -> Path:
-    shutil.copy(SCRIPTS / "show.py", tmp_path)
-    return tmp_path
-
-
 # --- script paths (item 12) --------------------------------------------------------------------------------------
 
 
@@ -34,28 +27,28 @@ def folder(tmp_path: Path) -> Path:
         ["lr=0.1.py"],  # looks like an override, but the file exists: a script
     ],
 )
-def test_a_script_path_holding_an_equals_sign_runs_under_mpich(folder: Path, given: List[str]) -> None:
-    (folder / "runs" / "lr=0.1").mkdir(parents=True)
-    shutil.copy(SCRIPTS / "show.py", folder / "runs" / "lr=0.1" / "train.py")
-    shutil.copy(SCRIPTS / "show.py", folder / "lr=0.1.py")
-    result = mpich(2, DS_HELPER, *given, "--lr", "3e-4", cwd=folder)
+def test_a_script_path_holding_an_equals_sign_runs_under_mpich(work: Path, given: List[str]) -> None:
+    (work / "runs" / "lr=0.1").mkdir(parents=True)
+    shutil.copy(SCRIPTS / "show.py", work / "runs" / "lr=0.1" / "train.py")
+    shutil.copy(SCRIPTS / "show.py", work / "lr=0.1.py")
+    result = mpich(2, DS_HELPER, *given, "--lr", "3e-4", cwd=work)
     assert result.returncode == 0, result.stderr
     rows = json_lines(result.stdout)
     assert [row["RANK"] for row in rows] == ["0", "1"] and all(row["argv"] == ["--lr", "3e-4"] for row in rows)
 
 
-def test_a_script_whose_name_starts_with_a_dash(folder: Path) -> None:
-    shutil.copy(SCRIPTS / "show.py", folder / "-train.py")
-    assert json_lines(ds("./-train.py", "x", cwd=folder).stdout)[0]["argv"] == ["x"]
-    assert_user_error(ds("-train.py", cwd=folder), "-train.py is taken for an option", "write ./-train.py")
+def test_a_script_whose_name_starts_with_a_dash(work: Path) -> None:
+    shutil.copy(SCRIPTS / "show.py", work / "-train.py")
+    assert json_lines(ds("./-train.py", "x", cwd=work).stdout)[0]["argv"] == ["x"]
+    assert_user_error(ds("-train.py", cwd=work), "-train.py is taken for an option", "write ./-train.py")
 
 
 @pytest.mark.parametrize("mode", [[], ["run_mode=inprocess"]])
 @pytest.mark.parametrize("name", ["app", "app/"])
-def test_a_folder_with_main_runs_as_python_runs_it(folder: Path, mode: List[str], name: str) -> None:
-    (folder / "app").mkdir()
-    shutil.copy(SCRIPTS / "show.py", folder / "app" / "__main__.py")
-    result = mpich(2, DS_HELPER, *mode, name, "a", cwd=folder)
+def test_a_folder_with_main_runs_as_python_runs_it(work: Path, mode: List[str], name: str) -> None:
+    (work / "app").mkdir()
+    shutil.copy(SCRIPTS / "show.py", work / "app" / "__main__.py")
+    result = mpich(2, DS_HELPER, *mode, name, "a", cwd=work)
     assert result.returncode == 0, result.stderr
     assert [(row["RANK"], row["module"], row["argv"]) for row in json_lines(result.stdout)] == [
         ("0", "__main__", ["a"]),
@@ -63,13 +56,13 @@ def test_a_folder_with_main_runs_as_python_runs_it(folder: Path, mode: List[str]
     ]
 
 
-def test_a_folder_without_main_is_one_line(folder: Path) -> None:
-    (folder / "runs").mkdir()
-    assert_user_error(ds("runs", cwd=folder), "script 'runs' is a folder without __main__.py")
+def test_a_folder_without_main_is_one_line(work: Path) -> None:
+    (work / "runs").mkdir()
+    assert_user_error(ds("runs", cwd=work), "script 'runs' is a folder without __main__.py")
 
 
-def test_a_token_that_may_be_a_missing_script_says_how_to_write_it(folder: Path) -> None:
-    assert_user_error(ds("lr=0.1.py", cwd=folder), "unknown key 'lr'", "written ./lr=0.1.py")
+def test_a_token_that_may_be_a_missing_script_says_how_to_write_it(work: Path) -> None:
+    assert_user_error(ds("lr=0.1.py", cwd=work), "unknown key 'lr'", "written ./lr=0.1.py")
 
 
 # --- messages (item 13) -------------------------------------------------------------------------------------------
@@ -90,25 +83,25 @@ def test_a_token_that_may_be_a_missing_script_says_how_to_write_it(folder: Path)
         (["--provenance", "--plan", "a.json"], ["--provenance cannot be combined with --plan"]),
     ],
 )
-def test_mistakes_are_one_line_naming_the_thing(folder: Path, args: List[str], fragments: List[str]) -> None:
-    result = ds(*args, cwd=folder)
+def test_mistakes_are_one_line_naming_the_thing(work: Path, args: List[str], fragments: List[str]) -> None:
+    result = ds(*args, cwd=work)
     assert_user_error(result, *fragments)
-    assert sorted(p.name for p in folder.iterdir()) == ["show.py"]  # nothing written
+    assert sorted(p.name for p in work.iterdir()) == ["show.py"]  # nothing written
 
 
-def test_log_dir_on_a_file_is_refused_before_the_launch_line(folder: Path) -> None:
-    result = ds("log.dir=show.py", "show.py", cwd=folder)
+def test_log_dir_on_a_file_is_refused_before_the_launch_line(work: Path) -> None:
+    result = ds("log.dir=show.py", "show.py", cwd=work)
     assert_user_error(result, "log.dir=show.py: not a folder")
     assert "launcher=" not in result.stderr  # no launch line for a launch that did not happen
 
 
-def test_an_exec_failure_reaches_the_terminal_even_with_log_dir(folder: Path) -> None:
-    program = folder / "not-a-program"
+def test_an_exec_failure_reaches_the_terminal_even_with_log_dir(work: Path) -> None:
+    program = work / "not-a-program"
     program.write_bytes(b"\x00\x01 not an executable format\n")
     program.chmod(0o755)
-    result = ds("log.quiet=true", f"log.dir={folder / 'logs'}", "no_python=true", f"script={program}", cwd=folder)
+    result = ds("log.quiet=true", f"log.dir={work / 'logs'}", "no_python=true", f"script={program}", cwd=work)
     assert_user_error(result, f"cannot run {program}: Exec format error")
-    assert "Exec format error" not in (folder / "logs" / "rank-0.err").read_text()
+    assert "Exec format error" not in (work / "logs" / "rank-0.err").read_text()
 
 
 @pytest.mark.parametrize("value", ["0", "false", "off"])
@@ -118,13 +111,13 @@ def test_ds_helper_debug_off_values_mean_off(value: str) -> None:
     assert ds("nope.py", env=clean_env(DS_HELPER_DEBUG="1")).stderr.count("Traceback") == 1
 
 
-def test_an_interpolation_error_in_a_recipe_names_its_file_and_line(folder: Path) -> None:
-    (folder / "bad.yaml").write_text("# a team recipe\nmaster:\n  addr: ${nosuch.key}\n")
-    (folder / "grammar.yaml").write_text("env:\n  A: ok\n  B: ${oops\n")
-    launch = assert_user_error(ds("recipe=./bad.yaml", "show.py", cwd=folder))
-    assert launch.endswith(f"{folder / 'bad.yaml'}:3: Interpolation key 'nosuch.key' not found"), launch
-    assert_user_error(ds("recipe=./grammar.yaml", "show.py", cwd=folder), f"{folder / 'grammar.yaml'}:3: ")
-    checked = ds("--check", "bad.yaml", "grammar.yaml", cwd=folder)
+def test_an_interpolation_error_in_a_recipe_names_its_file_and_line(work: Path) -> None:
+    (work / "bad.yaml").write_text("# a team recipe\nmaster:\n  addr: ${nosuch.key}\n")
+    (work / "grammar.yaml").write_text("env:\n  A: ok\n  B: ${oops\n")
+    launch = assert_user_error(ds("recipe=./bad.yaml", "show.py", cwd=work))
+    assert launch.endswith(f"{work / 'bad.yaml'}:3: Interpolation key 'nosuch.key' not found"), launch
+    assert_user_error(ds("recipe=./grammar.yaml", "show.py", cwd=work), f"{work / 'grammar.yaml'}:3: ")
+    checked = ds("--check", "bad.yaml", "grammar.yaml", cwd=work)
     assert "bad.yaml:3: Interpolation key 'nosuch.key' not found" in checked.stderr
     assert "ds-helper: error: grammar.yaml:3: " in checked.stderr
 

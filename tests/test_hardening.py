@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
 import subprocess
 import sys
@@ -19,7 +18,6 @@ from pathlib import Path
 import pytest
 from conftest import (
     DS_HELPER,
-    SCRIPTS,
     assert_user_error,
     clean_env,
     ds,
@@ -46,12 +44,6 @@ def _tree(folder: Path) -> dict[str, bytes | str]:
         else:
             found[entry.name] = entry.read_bytes()
     return found
-
-
-@pytest.fixture
-def work(tmp_path: Path) -> Path:
-    shutil.copy(SCRIPTS / "show.py", tmp_path)
-    return tmp_path
 
 
 # --- 1. files ds-helper writes never replace what is not theirs -------------------------------------------------
