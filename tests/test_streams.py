@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import pytest
-from conftest import DS_HELPER, MPICH, SCRIPTS, clean_env, json_lines
+from conftest import DS_HELPER, SCRIPTS, clean_env, ds, json_lines, mpich
 
 MODES = {"exec": [], "inprocess": ["run_mode=inprocess"], "tee": ["log.tee=true"]}
 PROGRAM_MODES = {"exec": [], "tee": ["log.tee=true"]}  # no_python=true: inprocess does not apply
@@ -64,14 +64,7 @@ def test_a_program_starts_with_the_signal_state_a_shell_gives(mode: str) -> None
 
 def test_a_program_under_mpich_gets_the_signal_state_of_the_bare_program() -> None:
     def state(*command: str) -> Dict[str, int]:
-        result = subprocess.run(
-            [MPICH, "-n", "1", *command, "/proc/self/status"],
-            env=clean_env(),
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            timeout=60,
-        )
+        result = mpich(1, *command, "/proc/self/status", timeout=60)
         assert result.returncode == 0, result.stderr
         return _signal_state(result.stdout)
 
@@ -224,15 +217,7 @@ def test_tee_ctrl_z_stops_the_whole_job_in_a_job_control_shell() -> None:
 
 def test_tee_passes_an_argument_list_longer_than_one_exec_argument_may_be() -> None:
     args = [f"argument-{index:06d}" for index in range(15000)]  # ~250 KiB: over MAX_ARG_STRLEN as one item
-    result = subprocess.run(
-        [DS_HELPER, "log.quiet=true", "log.tee=true", "log.prefix=", "show.py", *args],
-        env=clean_env(),
-        cwd=SCRIPTS,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-    )
+    result = ds("log.quiet=true", "log.tee=true", "log.prefix=", "show.py", *args)
     assert result.returncode == 0, result.stderr[-2000:]
     assert json_lines(result.stdout)[0]["argv"] == args
 
@@ -282,15 +267,7 @@ def test_tee_copies_a_40_mb_line_in_bounded_memory(tmp_path: Path) -> None:
 
 
 def test_tee_keeps_what_the_scripts_children_write_after_it_exits(tmp_path: Path) -> None:
-    result = subprocess.run(
-        [DS_HELPER, "log.quiet=true", "log.tee=true", f"log.dir={tmp_path}", "late_child.py"],
-        env=clean_env(),
-        cwd=SCRIPTS,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        timeout=60,
-    )
+    result = ds("log.quiet=true", "log.tee=true", f"log.dir={tmp_path}", "late_child.py", timeout=60)
     assert result.returncode == 0
     assert "[0] parent done\n" in result.stdout and "[0] written late by the child\n" in result.stdout
     assert (tmp_path / "rank-0.out").read_text() == "parent done\nwritten late by the child\n"
