@@ -39,8 +39,8 @@ with compose.hydra_context():
     candidates = compose.load_launchers() if config.launcher.name == "auto" else []
     mark("launcher=auto: every candidate launcher read and checked")
 config.script = request.script or config.script
-from ds_helper.plan import make_plan; plan = make_plan(config, candidates); mark("make_plan")
-from ds_helper.resolve import resolve; from ds_helper import run; resolve(plan, os.environ, [])
+from ds_helper.rank.plan import make_plan; plan = make_plan(config, candidates); mark("make_plan")
+from ds_helper.rank.resolve import resolve; from ds_helper import run; resolve(plan, os.environ, [])
 mark("resolve this rank (and import run)")
 import json  # only now: a composing rank does not import it (ds_helper/compose.py)
 print(json.dumps([[step, (t - marks[i][1]) * 1000] for i, (step, t) in enumerate(marks[1:])]))

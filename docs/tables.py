@@ -68,7 +68,7 @@ def managers() -> str:
 def binding() -> str:
     """The bind group's options (their descriptions) and keys (their help in the schema)."""
     sys.path.insert(0, str(ROOT / "launcher"))
-    from ds_helper.schema import key_help
+    from ds_helper.compose.schema import key_help
 
     rows = ["| option / key | meaning |", "|---|---|"]
     for name, data in _options(ROOT / "conf" / "bind").items():

@@ -16,9 +16,9 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import pytest
 import yaml
-from ds_helper.compose import compose_config
-from ds_helper.plan import Plan, make_plan
-from ds_helper.schema import RANK_FIELDS, ExportSpec
+from ds_helper.compose.config import compose_config
+from ds_helper.compose.schema import RANK_FIELDS, ExportSpec
+from ds_helper.rank.plan import Plan, make_plan
 from hypothesis import settings
 
 # Under CI=true (as .ci/run is run in CI) hypothesis replays the same examples every run, so a landing is

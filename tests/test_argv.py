@@ -2,7 +2,7 @@
 
 import pytest
 from ds_helper.argv import parse_argv
-from ds_helper.errors import LaunchError
+from ds_helper.rank.errors import LaunchError
 
 
 def test_everything_after_the_first_double_dash_is_the_scripts_verbatim() -> None:

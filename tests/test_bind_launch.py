@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from conftest import DATA, DS_HELPER, assert_user_error, clean_env, ds, json_lines, mpich, openmpi
-from ds_helper.bind.placement import BindSpec
-from ds_helper.bind.topology import read_topology
-from ds_helper.plan import Plan, make_plan
-from ds_helper.resolve import resolve
-from ds_helper.schema import Config, LauncherSpec
+from ds_helper.compose.schema import Config, LauncherSpec
+from ds_helper.rank.bind.placement import BindSpec
+from ds_helper.rank.bind.topology import read_topology
+from ds_helper.rank.plan import Plan, make_plan
+from ds_helper.rank.resolve import resolve
 
 TWO_CPUS = len(os.sched_getaffinity(0)) >= 2
 needs_two = pytest.mark.skipif(not TWO_CPUS, reason="this check places 2 ranks on 2 distinct CPUs")
@@ -174,7 +174,7 @@ def _plan(**bind: object) -> Plan:
     ],
 )
 def test_recorded_machines_through_the_resolver(machine: str, bind: dict, expect: list) -> None:
-    from ds_helper.bind.cpuset import format_cpus
+    from ds_helper.rank.bind.cpuset import format_cpus
 
     topology = read_topology(DATA / "topology" / machine)
     plan = _plan(**bind)

@@ -148,7 +148,7 @@ def test_version_is_the_installed_one() -> None:
 
 def test_version_lookup_stays_off_the_per_rank_path() -> None:
     code = (
-        "import sys, ds_helper.cli, ds_helper.run, ds_helper.supervise, ds_helper.streams;"
+        "import sys, ds_helper.cli, ds_helper.rank.become, ds_helper.rank.tee, ds_helper.rank.inherit;"
         "print('importlib.metadata' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/")

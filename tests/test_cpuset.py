@@ -6,8 +6,8 @@ import time
 from collections import UserList
 
 import pytest
-from ds_helper.bind.cpuset import MAX_CPUS, format_cpus, parse_cpus
-from ds_helper.errors import LaunchError
+from ds_helper.rank.bind.cpuset import MAX_CPUS, format_cpus, parse_cpus
+from ds_helper.rank.errors import LaunchError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -356,8 +356,8 @@ def _recorded_rank(name: str, index: int) -> dict[str, str]:
 
 
 def test_a_declared_nesting_is_fine_and_a_stray_one_is_not() -> None:
-    from ds_helper.errors import LaunchError
-    from ds_helper.resolve import resolve
+    from ds_helper.rank.errors import LaunchError
+    from ds_helper.rank.resolve import resolve
 
     plan = plan_for()
     # torchrun's worker 3 of 4, its torchrun started by srun as task 1 of 2 (torchrun.yaml: inside slurm).

@@ -1,8 +1,8 @@
 """Slurm host and count lists, read lazily."""
 
 import pytest
-from ds_helper.errors import LaunchError
-from ds_helper.hostlist import count_at, first_host, first_in_lines, first_in_words
+from ds_helper.rank.errors import LaunchError
+from ds_helper.rank.hostlist import count_at, first_host, first_in_lines, first_in_words
 
 
 @pytest.mark.parametrize(

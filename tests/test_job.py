@@ -24,12 +24,12 @@ from conftest import (
     start_watched,
     wait_for,
 )
-from ds_helper.compose import hydra_context, load_launchers
-from ds_helper.errors import LaunchError
-from ds_helper.job import Shape, job_shape, parse_hostfile, start_command
-from ds_helper.plan import PLAN_VAR, Plan, plan_from_json, plan_to_json
-from ds_helper.resolve import resolve
-from ds_helper.schema import JobSpec, LauncherSpec
+from ds_helper.compose.config import hydra_context, load_launchers
+from ds_helper.compose.schema import JobSpec, LauncherSpec
+from ds_helper.job.launch import Shape, job_shape, parse_hostfile, start_command
+from ds_helper.rank.errors import LaunchError
+from ds_helper.rank.plan import PLAN_VAR, Plan, plan_from_json, plan_to_json
+from ds_helper.rank.resolve import resolve
 
 with hydra_context():
     LAUNCHERS: Dict[str, LauncherSpec] = {spec.name: spec for spec in load_launchers()}
@@ -275,8 +275,8 @@ def _recorded(name: str) -> List[Dict[str, str]]:
 
 
 def _plan(launcher: str, **job: object) -> Plan:
-    from ds_helper.plan import make_plan
-    from ds_helper.schema import Config
+    from ds_helper.compose.schema import Config
+    from ds_helper.rank.plan import make_plan
 
     config = Config(launcher=LAUNCHERS[launcher], script=str(SCRIPTS / "show.py"))
     return plan_from_json(plan_to_json(Plan.from_data({**make_plan(config, []).to_data(), **job}, "plan")))
@@ -460,7 +460,7 @@ def test_a_local_job_on_several_nodes_is_one_error() -> None:
 
 
 def test_every_job_and_start_key_has_one_line_of_help() -> None:
-    from ds_helper.schema import StartSpec, key_help
+    from ds_helper.compose.schema import StartSpec, key_help
 
     for cls in (JobSpec, StartSpec):
         helps = key_help(cls)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 from conftest import DATA, assert_user_error, clean_env, ds, load_recorded, plan_for
-from ds_helper.plan import plan_from_json, plan_to_json
-from ds_helper.resolve import resolve
+from ds_helper.rank.plan import plan_from_json, plan_to_json
+from ds_helper.rank.resolve import resolve
 
 SITE = DATA / "site"
 HOROVOD = SITE / "horovod-gloo-2x2.json"
@@ -35,7 +35,7 @@ def test_a_site_launcher_maps_its_recorded_environment(site_path: str, launcher:
 
 def test_group_options_are_what_hydras_config_loader_lists(site_path: str) -> None:
     """compose.group_options asks the config sources itself (the loader's copy is slow): the same answer."""
-    from ds_helper.compose import group_options, hydra_context
+    from ds_helper.compose.config import group_options, hydra_context
     from hydra.core.global_hydra import GlobalHydra
 
     with hydra_context():

@@ -8,16 +8,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from ds_helper import bind
-from ds_helper.bind.cpuset import format_cpus
-from ds_helper.bind.placement import (
+from ds_helper.rank import bind
+from ds_helper.rank.bind.cpuset import format_cpus
+from ds_helper.rank.bind.placement import (
     BindSpec,
     Placement,
     format_layout_table,
     layout,
 )
-from ds_helper.bind.topology import Topology, read_topology, usable_cpus
-from ds_helper.errors import LaunchError
+from ds_helper.rank.bind.topology import Topology, read_topology, usable_cpus
+from ds_helper.rank.errors import LaunchError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -215,7 +215,7 @@ EXPECTED_CORES = [
 
 def _canon(expected: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
     """Let expectations use any parse_cpus spelling (e.g. strides) for readability."""
-    from ds_helper.bind.cpuset import parse_cpus
+    from ds_helper.rank.bind.cpuset import parse_cpus
 
     return [(c if c == "-" else format_cpus(parse_cpus(c)), m, t) for c, m, t in expected]
 

@@ -29,9 +29,9 @@ from conftest import (
 )
 from ds_helper.argv import parse_argv
 from ds_helper.cli import compose_request
-from ds_helper.errors import LaunchError
-from ds_helper.plan import PLAN_FORMAT, Plan, make_plan, plan_from_json, plan_to_json
-from ds_helper.resolve import resolve
+from ds_helper.rank.errors import LaunchError
+from ds_helper.rank.plan import PLAN_FORMAT, Plan, make_plan, plan_from_json, plan_to_json
+from ds_helper.rank.resolve import resolve
 
 HEAVY = {"hydra", "omegaconf", "yaml", "antlr4"}
 
@@ -166,9 +166,9 @@ def test_a_plan_run_loads_no_hydra_omegaconf_or_yaml(saved_plan: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=SCRIPTS, env=clean_env())
     assert result.returncode == 0, result.stderr
     modules = set(json.loads(result.stdout.splitlines()[-1]))
-    assert "ds_helper.resolve" in modules and "ds_helper.run" in modules  # the plan path really ran
+    assert "ds_helper.rank.resolve" in modules and "ds_helper.rank.become" in modules  # the plan path really ran
     assert not {m.split(".")[0] for m in modules} & HEAVY
-    assert "ds_helper.compose" not in modules
+    assert "ds_helper.compose.config" not in modules
 
 
 @pytest.mark.parametrize(("overrides", "loaded"), [([], []), (["bind.cores=0"], ["placement", "topology"])])
@@ -177,10 +177,10 @@ def test_binding_modules_load_only_when_binding_is_asked_for(tmp_path: Path, ove
     assert ds("script=show.py", *overrides, "--save-plan", str(path)).returncode == 0
     code = (
         "import json, os, sys\n"
-        "from ds_helper.plan import load_plan\n"
-        "from ds_helper.resolve import resolve\n"
+        "from ds_helper.rank.plan import load_plan\n"
+        "from ds_helper.rank.resolve import resolve\n"
         f"resolve(load_plan({str(path)!r}), os.environ, [])\n"
-        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('ds_helper.bind.'))))\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('ds_helper.rank.bind.'))))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=SCRIPTS, env=clean_env())
     assert result.returncode == 0, result.stderr
@@ -198,7 +198,7 @@ def test_importtime_of_a_plan_run_has_no_hydra_line(saved_plan: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     imported = [line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines() if "import time:" in line]
-    assert "ds_helper.resolve" in imported
+    assert "ds_helper.rank.resolve" in imported
     assert not {name.split(".")[0] for name in imported} & HEAVY, imported
 
 
@@ -210,17 +210,18 @@ LAUNCHER = Path(__file__).resolve().parent.parent / "launcher"
 # enum, json package, ctypes package, argparse, difflib, runpy.
 RANK_PATH = {
     "ds_helper",
-    "ds_helper.errors",
+    "ds_helper.rank",
+    "ds_helper.rank.errors",
     "ds_helper.argv",
     "ds_helper.cli",
-    "ds_helper.plan",
-    "ds_helper.checks",  # a plan is checked like a composed config (issue 12)
+    "ds_helper.rank.plan",
+    "ds_helper.rank.checks",  # a plan is checked like a composed config (issue 12)
     "_string",  # str.format's parser, built in: how log names are checked without `string` or `re`
-    "ds_helper.hostlist",
-    "ds_helper.resolve",
-    "ds_helper.run",
-    "ds_helper.streams",  # standard streams and signal state before exec (issue 12)
-    "ds_helper.bind",  # binding's face only: its modules are imported when binding is asked for
+    "ds_helper.rank.hostlist",
+    "ds_helper.rank.resolve",
+    "ds_helper.rank.become",
+    "ds_helper.rank.inherit",  # standard streams and signal state before exec (issue 12)
+    "ds_helper.rank.bind",  # binding's face only: its modules are imported when binding is asked for
     "__future__",
     "_json",
     "_ctypes",
@@ -228,10 +229,11 @@ RANK_PATH = {
 }
 # With binding asked for, binding's modules too (and what they import today: Python 3.11's names).
 BINDING = RANK_PATH | {
-    "ds_helper.bind.cpuset",
-    "ds_helper.bind.placement",
-    "ds_helper.bind.topology",
-    "ds_helper.schema",
+    "ds_helper.rank.bind.cpuset",
+    "ds_helper.rank.bind.placement",
+    "ds_helper.rank.bind.topology",
+    "ds_helper.compose",
+    "ds_helper.compose.schema",
     "ctypes",
     "ctypes._endian",
     "struct",
@@ -333,7 +335,7 @@ def test_a_rank_imports_only_what_the_allow_list_names(
     else:
         imported = _modules("-c", _REPORT_AT_EXEC, "--plan", str(plan))
     added = imported - _modules("-c", "import os, sys\n" + _LIST_MODULES)
-    assert "ds_helper.run" in added and ("ds_helper.bind.placement" in added) == ("binding" in case)
+    assert "ds_helper.rank.become" in added and ("ds_helper.rank.bind.placement" in added) == ("binding" in case)
     assert added <= allowed, sorted(added - allowed)
 
 
@@ -343,8 +345,8 @@ def test_the_plan_records_have_the_schemas_fields_and_types() -> None:
     import types
     import typing
 
-    from ds_helper import plan as records
-    from ds_helper import schema
+    from ds_helper.compose import schema
+    from ds_helper.rank import plan as records
 
     def shape(kind: object) -> object:
         origin = typing.get_origin(kind)
@@ -372,7 +374,7 @@ def test_the_plan_records_have_the_schemas_fields_and_types() -> None:
 
 def test_launcher_options_read_for_auto_are_what_hydra_reads() -> None:
     """launcher=auto parses its candidates' YAML itself (compose._group_option): the same data as Hydra's source."""
-    from ds_helper.compose import _group_option, group_options, hydra_context
+    from ds_helper.compose.config import _group_option, group_options, hydra_context
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
@@ -386,7 +388,7 @@ def test_launcher_options_read_for_auto_are_what_hydra_reads() -> None:
 
 
 def test_a_record_field_of_a_type_the_loader_cannot_check_fails_when_the_class_is_defined() -> None:
-    from ds_helper.plan import Record
+    from ds_helper.rank.plan import Record
 
     for kind in (tuple[int], int | str, dict[int, str], complex):
         with pytest.raises(TypeError, match="Bad.x"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import fields, is_dataclass
 
-from ds_helper.schema import Config, HostSource
+from ds_helper.compose.schema import Config, HostSource
 
 
 def test_every_key_of_the_schema_has_its_one_line_help() -> None:

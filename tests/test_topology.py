@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
-from ds_helper.bind.cpuset import format_cpus, parse_cpus
-from ds_helper.bind.topology import Topology, read_topology, usable_cpus
-from ds_helper.errors import LaunchError
+from ds_helper.rank.bind.cpuset import format_cpus, parse_cpus
+from ds_helper.rank.bind.topology import Topology, read_topology, usable_cpus
+from ds_helper.rank.errors import LaunchError
 
 DATA = Path(__file__).parent / "data" / "topology"
 

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import os
 
-from ds_helper.checks import is_env_name
-from ds_helper.errors import LaunchError
+from ds_helper.rank.checks import is_env_name
+from ds_helper.rank.errors import LaunchError
 
 TYPE_CHECKING = False  # every rank parses its command line: typing, dataclasses and re are not imported
 if TYPE_CHECKING:

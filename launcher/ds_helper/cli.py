@@ -10,16 +10,16 @@ import os
 import sys
 
 from ds_helper.argv import parse_argv
-from ds_helper.errors import LaunchError
-from ds_helper.streams import hold_closed_fds, say
+from ds_helper.rank.errors import LaunchError
+from ds_helper.rank.inherit import hold_closed_fds, say
 
 TYPE_CHECKING = False  # the --plan path imports neither typing nor the schema's dataclasses
 if TYPE_CHECKING:
     from typing import List, Mapping, NoReturn, Optional
 
     from ds_helper.argv import Request
-    from ds_helper.plan import Plan
-    from ds_helper.schema import Config, LauncherSpec
+    from ds_helper.compose.schema import Config, LauncherSpec
+    from ds_helper.rank.plan import Plan
 
 USAGE = "usage: ds-helper [FLAG ...] [OVERRIDE ...] [SCRIPT [ARG ...]] [-- ARG ...]"
 FLAGS = (
@@ -53,7 +53,7 @@ def check_override_keys(overrides: List[str]) -> None:
     """
     from dataclasses import fields, is_dataclass
 
-    from ds_helper.schema import Config
+    from ds_helper.compose.schema import Config
 
     for override in overrides:
         _refuse_removal_and_packages(override)
@@ -108,8 +108,8 @@ def _path_hint(override: str) -> str:
 
 
 def print_help() -> None:
-    from ds_helper.compose import hydra_context, load_bind_options, load_launchers
-    from ds_helper.schema import key_help
+    from ds_helper.compose.config import hydra_context, load_bind_options, load_launchers
+    from ds_helper.compose.schema import key_help
 
     print(USAGE)
     print("\nBecome SCRIPT on this rank, with RANK, LOCAL_RANK, WORLD_SIZE, ... mapped from the process manager.")
@@ -124,7 +124,7 @@ def print_help() -> None:
         print("  bind:")
         for name, option in load_bind_options().items():
             print(f"    {name:<12} {option.description}")
-    from ds_helper.recipe import available
+    from ds_helper.compose.recipes import available
 
     print(f"  recipe: {', '.join(sorted(available())) or 'none'} (recipe=NAME; ds-helper --list-recipes)")
     print("\nkeys (set with KEY=VALUE; env.NAME=VALUE sets a variable verbatim, ~env.NAME unsets one):")
@@ -136,7 +136,7 @@ def print_help() -> None:
 
 
 def list_recipes() -> int:
-    from ds_helper import recipe as recipes
+    from ds_helper.compose import recipes
 
     found = recipes.available()
     for folder in recipes.team_folders():
@@ -166,8 +166,8 @@ def list_recipes() -> int:
 
 
 def check_recipes(paths: List[str]) -> int:
-    from ds_helper import recipe as recipes
-    from ds_helper.compose import check_recipe
+    from ds_helper.compose import recipes
+    from ds_helper.compose.config import check_recipe
 
     targets = list(recipes.check_targets(paths))
     if not targets:
@@ -188,7 +188,7 @@ def compose_request(request: Request) -> tuple[Config, List[LauncherSpec]]:
     """The config the command line asks for (overrides, positional script, env.*), and auto's candidates."""
     check_override_keys(request.overrides)
 
-    from ds_helper.compose import compose_config
+    from ds_helper.compose.config import compose_config
 
     config, candidates = compose_config(request.overrides)
     if request.script is not None:  # set after composing: a path reaches us verbatim, not via Hydra's grammar
@@ -211,7 +211,7 @@ def _refuse_with_plan(request: Request) -> None:
 
 def run_plan(request: Request, path: str) -> int:
     """``--plan FILE``: the per-rank path. Imports nothing outside the standard library (no compose)."""
-    from ds_helper.plan import load_plan
+    from ds_helper.rank.plan import load_plan
 
     if request.save_plan is not None:
         raise LaunchError("--save-plan cannot be combined with --plan: save a plan from overrides instead")
@@ -235,15 +235,15 @@ def run_plan(request: Request, path: str) -> int:
 
 def start_rank(plan: Plan, env: Mapping[str, str], extra_args: List[str]) -> NoReturn:
     """This rank, from its plan: resolve against the environment, then become the script."""
-    from ds_helper.resolve import resolve
-    from ds_helper.run import become
+    from ds_helper.rank.become import become
+    from ds_helper.rank.resolve import resolve
 
     become(plan, resolve(plan, env, extra_args))
 
 
 def run_env_plan() -> NoReturn:
     """A rank of a job ds-helper started: the plan is in ``PLAN_VAR``; standard library only, like ``--plan``."""
-    from ds_helper.plan import PLAN_VAR, plan_from_json
+    from ds_helper.rank.plan import PLAN_VAR, plan_from_json
 
     env = dict(os.environ)
     start_rank(plan_from_json(env.pop(PLAN_VAR), PLAN_VAR), env, [])  # the loader refuses an empty command
@@ -269,7 +269,7 @@ def run(request: Request) -> int:
         return check_recipes(request.check)
     if request.provenance:
         check_override_keys(request.overrides)
-        from ds_helper.compose import provenance
+        from ds_helper.compose.config import provenance
 
         print("\n".join(provenance(request.overrides, request.script, request.env)))
         return 0
@@ -279,14 +279,14 @@ def run(request: Request) -> int:
         raise LaunchError("--save-plan cannot be combined with --cfg: --cfg prints the config, --save-plan saves it")
     config, candidates = compose_request(request)
     if request.show_cfg:
-        from ds_helper.compose import config_yaml
+        from ds_helper.compose.config import config_yaml
 
         print(config_yaml(config), end="")
         return 0
 
-    from ds_helper import job
-    from ds_helper.bind import requested
-    from ds_helper.plan import make_plan, save_plan
+    from ds_helper.job import launch as job
+    from ds_helper.rank.bind import requested
+    from ds_helper.rank.plan import make_plan, save_plan
 
     plan = make_plan(config, candidates)
     starting = job.starting_spec(plan, config.job, os.environ) if request.save_plan is None else None
@@ -326,9 +326,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     debug = debug_from_environment()
     args = sys.argv[1:] if argv is None else argv
     try:
-        from ds_helper.plan import PLAN_VAR
+        from ds_helper.rank.plan import PLAN_VAR
 
-        if not args and PLAN_VAR in os.environ:  # a rank of a job ds-helper started (ds_helper.job)
+        if not args and PLAN_VAR in os.environ:  # a rank of a job ds-helper started (ds_helper.job.launch)
             run_env_plan()
         request = parse_argv(args)
         debug = debug or request.debug  # ds-helper's own --debug, not one among the script's arguments

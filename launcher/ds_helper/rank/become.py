@@ -11,11 +11,10 @@ import io
 import os
 import sys
 
-from ds_helper import bind
-from ds_helper.checks import check_log_names
-from ds_helper.errors import LaunchError
-from ds_helper.plan import RANK_FIELDS, python_target
-from ds_helper.streams import (
+from ds_helper.rank import bind
+from ds_helper.rank.checks import check_log_names
+from ds_helper.rank.errors import LaunchError
+from ds_helper.rank.inherit import (
     death_signal_setter,
     flush_quietly,
     python_signals,
@@ -23,14 +22,15 @@ from ds_helper.streams import (
     restore_signals,
     say,
 )
+from ds_helper.rank.plan import RANK_FIELDS, python_target
 
 TYPE_CHECKING = False  # typing is not imported on a rank: the names below exist for mypy only
 if TYPE_CHECKING:
     from types import ModuleType
     from typing import List, NoReturn, Optional, TextIO
 
-    from ds_helper.plan import Plan
-    from ds_helper.resolve import Launch
+    from ds_helper.rank.plan import Plan
+    from ds_helper.rank.resolve import Launch
 
 SIGINT, SIGKILL = 2, 9  # Linux's numbers; the signal module imports enum, which a rank does not need
 
@@ -196,7 +196,7 @@ _SUPERVISOR_START = (
     "import sys\n"
     "if sys.path and sys.path[0] == '':\n"
     "    del sys.path[0]\n"
-    "from ds_helper.supervise import main\n"
+    "from ds_helper.rank.tee import main\n"
     "sys.exit(main())\n"
 )
 

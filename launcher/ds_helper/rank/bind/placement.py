@@ -1,7 +1,7 @@
 """Binding policies as pure functions: (spec, local world size, topology, usable CPUs, env) -> Placements.
 
 Standard library only and no side effects: nothing here touches affinity, memory policy or the environment.
-``ds_helper.bind.apply`` sets a Placement on the process right before exec, and the dry run prints
+``ds_helper.rank.bind.apply`` sets a Placement on the process right before exec, and the dry run prints
 ``format_layout_table``.
 
 How this differs from DeepSpeed's ``get_numactl_cmd``, on purpose:
@@ -25,12 +25,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ds_helper.bind.cpuset import format_cpus, parse_cpus
-from ds_helper.errors import LaunchError
-from ds_helper.schema import BindSpec  # the bind group's schema lives with the others
+from ds_helper.compose.schema import BindSpec  # the bind group's schema lives with the others
+from ds_helper.rank.bind.cpuset import format_cpus, parse_cpus
+from ds_helper.rank.errors import LaunchError
 
 if TYPE_CHECKING:  # the topology module is loaded only where binding is asked for
-    from ds_helper.bind.topology import Topology
+    from ds_helper.rank.bind.topology import Topology
 
 POLICIES = ("none", "cores", "numa")
 REMAINDERS = ("drop", "spread", "error")

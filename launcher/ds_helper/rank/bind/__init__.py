@@ -16,16 +16,16 @@ from __future__ import annotations
 
 import os
 
-from ds_helper.errors import LaunchError
+from ds_helper.rank.errors import LaunchError
 
 TYPE_CHECKING = False  # every rank imports this face: typing, dataclasses and the schema only for mypy
 if TYPE_CHECKING:
     from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
-    from ds_helper.bind.placement import Placement
-    from ds_helper.bind.topology import Topology
-    from ds_helper.plan import BindSpec as PlanBindSpec
-    from ds_helper.schema import BindSpec
+    from ds_helper.compose.schema import BindSpec
+    from ds_helper.rank.bind.placement import Placement
+    from ds_helper.rank.bind.topology import Topology
+    from ds_helper.rank.plan import BindSpec as PlanBindSpec
 
     Machine = Tuple[Topology, Tuple[int, ...]]
     """The node's CPU/NUMA topology and the CPUs this process may use."""
@@ -59,7 +59,7 @@ def settled(spec: BindSpec) -> BindSpec:
     """The settings as every rank will read them: policy 'auto' decided, the core list checked and canonical."""
     from dataclasses import replace  # composing, not on a rank
 
-    from ds_helper.bind.cpuset import format_cpus, parse_cpus
+    from ds_helper.rank.bind.cpuset import format_cpus, parse_cpus
 
     cores = None if spec.cores is None else format_cpus(parse_cpus(spec.cores))
     policy = spec.policy
@@ -70,7 +70,7 @@ def settled(spec: BindSpec) -> BindSpec:
 
 def read_machine() -> Machine:
     """This node's topology from ``/sys`` and this process's affinity mask."""
-    from ds_helper.bind.topology import read_topology, usable_cpus
+    from ds_helper.rank.bind.topology import read_topology, usable_cpus
 
     return read_topology("/"), usable_cpus()
 
@@ -78,7 +78,7 @@ def read_machine() -> Machine:
 def _pinned_note(topology: Topology, usable: Tuple[int, ...]) -> Optional[str]:
     if set(usable) == set(topology.cpus):
         return None
-    from ds_helper.bind.cpuset import format_cpus
+    from ds_helper.rank.bind.cpuset import format_cpus
 
     return (
         f"this rank starts restricted to CPUs {format_cpus(usable)} of {format_cpus(topology.cpus)}: the process "
@@ -111,8 +111,10 @@ def for_rank(
         raise LaunchError(
             f"binding needs the number of ranks on this node, and launcher={launcher} does not give it; use bind=none"
         )
-    from ds_helper.bind.placement import format_layout_table, layout
-    from ds_helper.schema import BindSpec  # what layout reads; the plan holds the same fields (tests/test_plan.py)
+    from ds_helper.compose.schema import (
+        BindSpec,
+    )  # what layout reads; the plan holds the same fields (tests/test_plan.py)
+    from ds_helper.rank.bind.placement import format_layout_table, layout
 
     settings = spec if isinstance(spec, BindSpec) else BindSpec(**spec.to_data())
     try:
@@ -133,13 +135,13 @@ def apply(placement: Optional[Placement], say: bool) -> None:
         except OSError as exc:
             raise LaunchError(f"cannot bind to CPUs {list(placement.cpus)}: {exc.strerror}") from None
     if placement.mem_policy is not None and placement.mem_nodes:
-        from ds_helper.bind.memory import set_mempolicy
+        from ds_helper.rank.bind.memory import set_mempolicy
 
         refused = set_mempolicy(placement.mem_policy, placement.mem_nodes)
         if refused and placement.strict:
             raise LaunchError(f"memory binding to NUMA node(s) {list(placement.mem_nodes)} refused: {refused}")
         if refused and say:
-            from ds_helper.streams import say as say_line  # a full or closed stderr never stops the launch
+            from ds_helper.rank.inherit import say as say_line  # a full or closed stderr never stops the launch
 
             say_line(
                 f"ds-helper: warning: memory binding refused ({refused}); continuing with CPU binding only "

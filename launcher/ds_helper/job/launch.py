@@ -18,10 +18,10 @@ import sys
 from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Mapping, NoReturn, Optional, Tuple
 
-from ds_helper.errors import LaunchError
-from ds_helper.plan import PLAN_VAR, LauncherSpec, Plan, plan_to_json
-from ds_helper.schema import JobSpec
-from ds_helper.streams import death_signal_setter
+from ds_helper.compose.schema import JobSpec
+from ds_helper.rank.errors import LaunchError
+from ds_helper.rank.inherit import death_signal_setter
+from ds_helper.rank.plan import PLAN_VAR, LauncherSpec, Plan, plan_to_json
 
 ReadFile = Callable[[str], str]
 
@@ -180,7 +180,7 @@ def rank_command() -> List[str]:
 
 def _has_rank_variables(spec: LauncherSpec, env: Mapping[str, str]) -> bool:
     """The manager started this process: its signature (or, without one, a rank variable) is present."""
-    from ds_helper.resolve import signature_present
+    from ds_helper.rank.resolve import signature_present
 
     if spec.detect:
         return signature_present(spec, env)
@@ -192,7 +192,7 @@ def starting_spec(plan: Plan, job: JobSpec, env: Mapping[str, str]) -> Optional[
     if plan.auto:
         if plan.fallback is None or not declared(job):
             return None
-        from ds_helper.resolve import choose_launcher
+        from ds_helper.rank.resolve import choose_launcher
 
         spec, _ = choose_launcher(plan, env)
         return spec if spec is plan.fallback else None  # a recognised manager started this rank
@@ -414,7 +414,7 @@ def _size(shape: Shape) -> str:
 
 def _show(command: List[str], plan_json: str) -> str:
     """The command as a shell would take it, with the plan's value shown by name."""
-    from ds_helper.run import shell_quote
+    from ds_helper.rank.become import shell_quote
 
     def shown(arg: str) -> str:
         before, found, after = arg.partition(plan_json)
@@ -440,7 +440,7 @@ def layout_rows(shape: Shape) -> List[Tuple[str, ...]]:
 
 def node_binding(plan: Plan, spec: LauncherSpec, shape: Shape) -> str:
     """Cores, memory and GPUs of each local rank, as on this machine (the same on every node like it)."""
-    from ds_helper import bind
+    from ds_helper.rank import bind
 
     if shape.ranks_per_node is None:
         return ""

@@ -9,8 +9,8 @@ import os
 import stat
 import sys
 
-from ds_helper.checks import check_log, check_plan
-from ds_helper.errors import LaunchError
+from ds_helper.rank.checks import check_log, check_plan
+from ds_helper.rank.errors import LaunchError
 
 # No ``from __future__ import annotations`` in this module: the field annotations of the classes below are the
 # real type objects (``list[str]``, ``str | None``), and the loader checks JSON values against them. Nothing
@@ -21,13 +21,13 @@ if TYPE_CHECKING:
 
     Reader = Callable[[Any, str], Any]
 
-    from ds_helper.schema import Config
-    from ds_helper.schema import LauncherSpec as SchemaLauncherSpec
+    from ds_helper.compose.schema import Config
+    from ds_helper.compose.schema import LauncherSpec as SchemaLauncherSpec
 else:
     Any = object  # a field that takes any JSON value (bind.cores, bind.gpus); mypy reads typing.Any
 
 PLAN_VAR = "DS_HELPER_PLAN"
-"""The one variable that carries a job's plan to every rank (ds_helper.job); never reaches the script."""
+"""The one variable that carries a job's plan to every rank (ds_helper.job.launch); never reaches the script."""
 
 PLAN_FORMAT = 3
 """Bumped whenever a field changes meaning; a plan of another format is refused, never half-read."""
@@ -523,7 +523,7 @@ def make_plan(config: "Config", candidates: "list[SchemaLauncherSpec]") -> Plan:
     check_log(config.log)  # before the script's path: the config's own mistakes first
     from dataclasses import asdict  # composing: the schema's dataclasses, turned into the plan's plain data
 
-    from ds_helper import bind
+    from ds_helper.rank import bind
 
     data = {
         "launchers": [asdict(spec) for spec in launchers],
@@ -540,7 +540,7 @@ def make_plan(config: "Config", candidates: "list[SchemaLauncherSpec]") -> Plan:
         "dry_run": config.dry_run,
         "die_with_manager": config.die_with_manager,
         "run_mode": config.run_mode,
-        # The job's layout: set by ds_helper.job (with_layout) when job.* keys say something.
+        # The job's layout: set by ds_helper.job.launch (with_layout) when job.* keys say something.
         "job_ranks": None,
         "job_nodes": None,
         "job_ranks_per_node": None,

@@ -7,7 +7,7 @@ reads these from its environment at start-up, so the functions walk the text ins
 
 from __future__ import annotations
 
-from ds_helper.errors import LaunchError
+from ds_helper.rank.errors import LaunchError
 
 # Plain string methods, not regular expressions: every rank of a Slurm job reads these, and ``re`` (with the
 # ``enum`` it imports) would be most of ds-helper's own start-up time.

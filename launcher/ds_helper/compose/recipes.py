@@ -21,10 +21,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from ds_helper.errors import LaunchError
+from ds_helper.rank.errors import LaunchError
 
-SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-"""The top of a source checkout (launcher/ds_helper/ -> ..): conf/ and recipes/ are there when not installed."""
+SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+"""The top of a source checkout (three folders above this file): conf/ and recipes/ are there when not installed."""
 
 PATH_VAR = "DS_HELPER_RECIPE_PATH"
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")

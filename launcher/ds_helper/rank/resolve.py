@@ -7,18 +7,18 @@ machine. Standard library only: this runs on every rank.
 
 from __future__ import annotations
 
-from ds_helper import bind, hostlist
-from ds_helper.checks import MAX_PORT, is_env_name
-from ds_helper.errors import LaunchError
-from ds_helper.plan import RANK_FIELDS
+from ds_helper.rank import bind, hostlist
+from ds_helper.rank.checks import MAX_PORT, is_env_name
+from ds_helper.rank.errors import LaunchError
+from ds_helper.rank.plan import RANK_FIELDS
 
 TYPE_CHECKING = False  # typing is not imported on a rank: the names below exist for mypy only
 if TYPE_CHECKING:
     from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
     # binding's modules are loaded only when binding is asked for (or shown by a dry run)
-    from ds_helper.bind.placement import Placement
-    from ds_helper.plan import HostSource, LauncherSpec, MasterSpec, Plan
+    from ds_helper.rank.bind.placement import Placement
+    from ds_helper.rank.plan import HostSource, LauncherSpec, MasterSpec, Plan
 
     Env = Mapping[str, str]
     ReadFile = Callable[[str], str]

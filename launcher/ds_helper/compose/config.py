@@ -21,9 +21,9 @@ from hydra.errors import HydraException, MissingConfigException, OverrideParseEx
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from ds_helper import recipe as recipes
-from ds_helper.errors import LaunchError
-from ds_helper.schema import BindSpec, Config, HostSource, LauncherSpec, StartSpec
+from ds_helper.compose import recipes
+from ds_helper.compose.schema import BindSpec, Config, HostSource, LauncherSpec, StartSpec
+from ds_helper.rank.errors import LaunchError
 
 SCHEMA_NAME = "ds_helper_schema"
 GROUPS = recipes.GROUPS  # the config groups a recipe (and --provenance) may choose options of
@@ -215,7 +215,7 @@ def _load_group(group: str, schema_class: type) -> Dict[str, Any]:
 def load_launchers() -> List[LauncherSpec]:
     """Every launcher option, validated against the schema, in the order launcher=auto tries them.
 
-    Validated as a rank validates its plan (``ds_helper.plan``'s records, held equal to the schema by
+    Validated as a rank validates its plan (``ds_helper.rank.plan``'s records, held equal to the schema by
     tests/test_plan.py), not by an OmegaConf merge per option: that merge and ``to_object`` were a third of a
     launcher=auto composition (bench/README.md). The chosen launcher itself is composed and validated by Hydra.
     """
@@ -233,7 +233,7 @@ def _launcher_spec(data: Dict[str, Any], where: str) -> LauncherSpec:
     """A launcher option's data as the schema's class: unknown keys, missing or mistyped values refused by name."""
     from dataclasses import asdict
 
-    from ds_helper import plan
+    from ds_helper.rank import plan
 
     try:
         hosts = [HostSource(**host) if isinstance(host, dict) else host for host in data.get("hosts", [])]

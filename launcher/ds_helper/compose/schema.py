@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from ds_helper.plan import RANK_FIELDS  # the per-rank path's module holds it; the schema's names follow it
+from ds_helper.rank.plan import RANK_FIELDS  # the per-rank path's module holds it; the schema's names follow it
 
 
 def _help(text: str, *, list_keys: bool = True) -> Dict[str, Any]:

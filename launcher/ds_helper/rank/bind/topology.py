@@ -15,8 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ds_helper.bind.cpuset import parse_cpus
-from ds_helper.errors import LaunchError
+from ds_helper.rank.bind.cpuset import parse_cpus
+from ds_helper.rank.errors import LaunchError
 
 _CPU_DIR = "sys/devices/system/cpu"
 _NODE_DIR = "sys/devices/system/node"

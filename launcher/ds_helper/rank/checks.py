@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import _string  # type: ignore[import-not-found]  # the parser behind str.format (string.Formatter.parse), without importing `string`
 
-from ds_helper.errors import LaunchError
+from ds_helper.rank.errors import LaunchError
 
 TYPE_CHECKING = False  # as in plan.py: typing is not imported on a rank's path
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from ds_helper import schema
-    from ds_helper.plan import LauncherSpec, LogSpec, MasterSpec, Plan
+    from ds_helper.compose import schema
+    from ds_helper.rank.plan import LauncherSpec, LogSpec, MasterSpec, Plan
 
 LOG_PLACEHOLDERS = ("rank", "local_rank", "node_rank")
 RUN_MODES = ("exec", "inprocess")
@@ -149,7 +149,7 @@ def check_words(where: str, words: Iterable[object]) -> None:
 
 def check_launcher(spec: LauncherSpec) -> None:
     """Variable names are names; fixed values are rank numbers."""
-    from ds_helper.plan import RANK_FIELDS  # plan.py imports this module
+    from ds_helper.rank.plan import RANK_FIELDS  # plan.py imports this module
 
     for list_name in ("detect", "exclude", "job_id", "evidence"):
         for name in getattr(spec, list_name):
@@ -162,7 +162,7 @@ def check_launcher(spec: LauncherSpec) -> None:
 
 
 def check_export(export: object) -> None:
-    from ds_helper.plan import RANK_FIELDS
+    from ds_helper.rank.plan import RANK_FIELDS
 
     for key in RANK_FIELDS:
         for name in getattr(export, key):

@@ -19,7 +19,7 @@ process manager sees:
 * output the script's own children write after it exits still arrives: a copier process carries on
   until the last writer closes, while the supervisor exits with the script's exit code (or 128 + signal).
 
-Started by ``ds_helper.run`` as ``python -c <import ds_helper.supervise, run main()> FD`` in a fresh
+Started by ``ds_helper.rank.become`` as ``python -c <import ds_helper.rank.tee, run main()> FD`` in a fresh
 interpreter, with nothing of the user's folders on ``sys.path``, so it holds no Hydra and little memory. The
 JSON spec is read from the inherited descriptor FD (a memory file), so the script's argument list has no limit
 beyond its own. Standard library only.
@@ -35,7 +35,7 @@ import sys
 import time
 from typing import Dict, List, Optional
 
-from ds_helper.streams import PYTHON_IGNORED, death_signal_setter, hold_closed_fds, restore_signals
+from ds_helper.rank.inherit import PYTHON_IGNORED, death_signal_setter, hold_closed_fds, restore_signals
 
 _TERMINATING = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT}
 _NOT_FORWARDED = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD}

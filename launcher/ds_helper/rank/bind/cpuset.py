@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 
-from ds_helper.errors import LaunchError
+from ds_helper.rank.errors import LaunchError
 
 # CPU ids must be below this. Linux caps NR_CPUS at 8192 on x86-64 (MAXSMP); 65536 leaves headroom for any
 # machine while letting a typo like ``0-99999999999`` fail before anything is allocated.

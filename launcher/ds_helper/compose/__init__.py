@@ -1,0 +1,1 @@
+"""Composing: Hydra and OmegaConf turn YAML and overrides into a plan, once per job or standalone run."""
