@@ -21,17 +21,17 @@ import sys
 import tempfile
 from typing import Dict, List
 
-# One rank's composition, cut where ds_helper.cli.compose_request and compose.compose_config make their calls.
+# One rank's composition, cut where compose/overrides.py (compose_request) and compose/config.py make their calls.
 RANK = """
 import gc; gc.disable()
 import os, sys, time
 marks = [("start", time.process_time())]
 def mark(step): marks.append((step, time.process_time()))
 import hydra, omegaconf; mark("import hydra + omegaconf")
-from ds_helper import cli, compose; mark("import ds-helper's compose side (schema, recipes, ...)")
-from ds_helper.argv import parse_argv
+from ds_helper.compose import config as compose, overrides; mark("import ds-helper's compose side (schema, ...)")
+from ds_helper.rank.argv import parse_argv
 request = parse_argv([f"launcher={sys.argv[1]}", "script=script.py"])
-cli.check_override_keys(request.overrides)
+overrides.check_override_keys(request.overrides)
 with compose.hydra_context():
     mark("hydra_context: the schema in the ConfigStore, initialize (plugins, search path)")
     cfg = compose._compose_recipe_errors(request.overrides); mark("Hydra compose(): config.yaml, groups, overrides")
@@ -39,10 +39,10 @@ with compose.hydra_context():
     candidates = compose.load_launchers() if config.launcher.name == "auto" else []
     mark("launcher=auto: every candidate launcher read and checked")
 config.script = request.script or config.script
-from ds_helper.rank.plan import make_plan; plan = make_plan(config, candidates); mark("make_plan")
-from ds_helper.rank.resolve import resolve; from ds_helper import run; resolve(plan, os.environ, [])
-mark("resolve this rank (and import run)")
-import json  # only now: a composing rank does not import it (ds_helper/compose.py)
+from ds_helper.compose.planner import make_plan; plan = make_plan(config, candidates); mark("make_plan")
+from ds_helper.rank.resolve import resolve; from ds_helper.rank import become; resolve(plan, os.environ, [])
+mark("resolve this rank (and import become)")
+import json  # only now: a composing rank does not import it (compose/config.py)
 print(json.dumps([[step, (t - marks[i][1]) * 1000] for i, (step, t) in enumerate(marks[1:])]))
 """
 
@@ -59,7 +59,7 @@ hydra_floor.store_config()
 with initialize_config_dir(hydra_floor.FOLDER, version_base="1.3"):
     mark("hydra_context: the schema in the ConfigStore, initialize (plugins, search path)")
     compose(config_name="config"); mark("Hydra compose(): config.yaml, groups, overrides")
-import json  # only now: a composing rank does not import it (ds_helper/compose.py)
+import json  # only now: a composing rank does not import it (compose/config.py)
 print(json.dumps([[step, (t - marks[i][1]) * 1000] for i, (step, t) in enumerate(marks[1:])]))
 """
 

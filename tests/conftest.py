@@ -17,8 +17,10 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import pytest
 import yaml
 from ds_helper.compose.config import compose_config
-from ds_helper.compose.schema import RANK_FIELDS, ExportSpec
-from ds_helper.rank.plan import Plan, make_plan
+from ds_helper.compose.planner import make_plan
+from ds_helper.compose.schema import RANK_FIELDS, BindSpec, ExportSpec
+from ds_helper.rank import plan as records
+from ds_helper.rank.plan import Plan
 from hypothesis import settings
 
 # Under CI=true (as .ci/run is run in CI) hypothesis replays the same examples every run, so a landing is
@@ -152,6 +154,11 @@ def plan_for(*overrides: str) -> Plan:
     with inside(SCRIPTS):
         config, candidates = compose_config(["script=show.py", *overrides])
         return make_plan(config, candidates)
+
+
+def bind_record(**settings: object) -> records.BindSpec:
+    """The plan's bind record (what binding reads on a rank) of these settings, the schema's defaults for the rest."""
+    return records.BindSpec(**asdict(BindSpec(**settings)))  # type: ignore[arg-type]
 
 
 def files_reader(files: Dict[str, str]):

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 from conftest import DATA, DS_HELPER, assert_user_error, clean_env, ds, json_lines, mpich, openmpi
-from ds_helper.compose.schema import Config, LauncherSpec
-from ds_helper.rank.bind.placement import BindSpec
+from ds_helper.compose.planner import make_plan
+from ds_helper.compose.schema import BindSpec, Config, LauncherSpec
 from ds_helper.rank.bind.topology import read_topology
-from ds_helper.rank.plan import Plan, make_plan
+from ds_helper.rank.plan import Plan
 from ds_helper.rank.resolve import resolve
 
 TWO_CPUS = len(os.sched_getaffinity(0)) >= 2

@@ -175,7 +175,7 @@ def test_debug_switch_shows_the_traceback() -> None:
 def test_the_lean_modules_load_without_hydra() -> None:
     """The compose path loads Hydra on demand; importing the rest of the pipeline does not."""
     code = (
-        "import sys, ds_helper.cli, ds_helper.rank.plan, ds_helper.rank.resolve, ds_helper.rank.become, ds_helper.argv;"
+        "import sys, ds_helper.cli, ds_helper.rank.plan, ds_helper.rank.resolve, ds_helper.rank.become, ds_helper.rank.argv;"
         "print(sorted({'hydra', 'omegaconf', 'yaml'} & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd="/").stdout

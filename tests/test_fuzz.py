@@ -8,11 +8,12 @@ import re
 from pathlib import Path
 
 from conftest import plan_for
-from ds_helper.argv import parse_argv
-from ds_helper.cli import check_override_keys
+from ds_helper.compose.overrides import check_override_keys
+from ds_helper.rank.argv import parse_argv
 from ds_helper.rank.errors import LaunchError
 from ds_helper.rank.hostlist import count_at, first_host
-from ds_helper.rank.plan import plan_from_json, plan_to_json
+from ds_helper.rank.load import plan_from_json
+from ds_helper.rank.plan import plan_to_json
 from ds_helper.rank.resolve import resolve
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -145,6 +146,6 @@ def test_no_shell_and_no_code_execution_anywhere_in_the_package() -> None:
     ]
     # The one exception: run_mode=inprocess runs the user's own script, the command they asked for.
     assert offenders == [
-        "become.py:exec(code, main.__dict__)  # the user's script, in this interpreter (run_mode=inprocess)"
+        "inprocess.py:exec(code, main.__dict__)  # the user's script, in this interpreter (run_mode=inprocess)"
     ]
     assert os.path.isdir(PACKAGE)

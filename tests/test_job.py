@@ -26,9 +26,11 @@ from conftest import (
 )
 from ds_helper.compose.config import hydra_context, load_launchers
 from ds_helper.compose.schema import JobSpec, LauncherSpec
-from ds_helper.job.launch import Shape, job_shape, parse_hostfile, start_command
+from ds_helper.job.shape import Shape, job_shape, parse_hostfile
+from ds_helper.job.start import start_command
 from ds_helper.rank.errors import LaunchError
-from ds_helper.rank.plan import PLAN_VAR, Plan, plan_from_json, plan_to_json
+from ds_helper.rank.load import plan_from_json
+from ds_helper.rank.plan import PLAN_VAR, Plan, plan_to_json
 from ds_helper.rank.resolve import resolve
 
 with hydra_context():
@@ -275,8 +277,8 @@ def _recorded(name: str) -> List[Dict[str, str]]:
 
 
 def _plan(launcher: str, **job: object) -> Plan:
+    from ds_helper.compose.planner import make_plan
     from ds_helper.compose.schema import Config
-    from ds_helper.rank.plan import make_plan
 
     config = Config(launcher=LAUNCHERS[launcher], script=str(SCRIPTS / "show.py"))
     return plan_from_json(plan_to_json(Plan.from_data({**make_plan(config, []).to_data(), **job}, "plan")))

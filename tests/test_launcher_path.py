@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 from conftest import DATA, assert_user_error, clean_env, ds, load_recorded, plan_for
-from ds_helper.rank.plan import plan_from_json, plan_to_json
+from ds_helper.rank.load import plan_from_json
+from ds_helper.rank.plan import plan_to_json
 from ds_helper.rank.resolve import resolve
 
 SITE = DATA / "site"

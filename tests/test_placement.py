@@ -8,14 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import bind_record
 from ds_helper.rank import bind
 from ds_helper.rank.bind.cpuset import format_cpus
-from ds_helper.rank.bind.placement import (
-    BindSpec,
-    Placement,
-    format_layout_table,
-    layout,
-)
+from ds_helper.rank.bind.placement import Placement, format_layout_table, layout
 from ds_helper.rank.bind.topology import Topology, read_topology, usable_cpus
 from ds_helper.rank.errors import LaunchError
 from hypothesis import given, settings
@@ -48,7 +44,7 @@ def rows(
     """Layout as (cores, memory, OMP_NUM_THREADS) per local rank, in the dry-run table's spelling."""
     t = topo(name)
     placements = layout(
-        BindSpec(**spec),
+        bind_record(**spec),
         local_world_size=lws,
         topology=t,
         usable=t.cpus if usable is None else usable,
@@ -64,7 +60,7 @@ def rows(
 
 def lay(name: str, lws: int, env: dict[str, str] | None = None, **spec: Any) -> list[Placement]:
     t = topo(name)
-    return layout(BindSpec(**spec), local_world_size=lws, topology=t, usable=t.cpus, env=env or {})
+    return layout(bind_record(**spec), local_world_size=lws, topology=t, usable=t.cpus, env=env or {})
 
 
 # ------------------------------------------------------------------------------- expected layouts: 'cores'
@@ -403,7 +399,7 @@ def test_policy_none_leaves_everything_alone() -> None:
 
 def test_each_rank_keeps_its_own_row_of_the_node_layout() -> None:
     t = topo("xeon-2s-ht-snc2")
-    spec = BindSpec(policy="numa")
+    spec = bind_record(policy="numa")
     full = layout(spec, local_world_size=8, topology=t, usable=t.cpus, env={})
     for r in range(8):
         got = bind.for_rank(
@@ -442,7 +438,7 @@ def test_default_cores_are_the_usable_ones() -> None:
     notes = lay("xeon-2s-ht", 1, policy="cores")[0].notes
     assert not any("may use" in n for n in notes)
     t = topo("xeon-2s-ht")
-    p = layout(BindSpec(policy="cores"), local_world_size=1, topology=t, usable=range(8), env={})[0]
+    p = layout(bind_record(policy="cores"), local_world_size=1, topology=t, usable=range(8), env={})[0]
     assert "this process may use 8 of 112 online CPUs (0-7); binding stays inside that set" in p.notes
 
 
@@ -455,7 +451,7 @@ def test_physical_picks_one_usable_thread_per_core() -> None:
 def test_requested_cores_not_usable() -> None:
     t = topo("xeon-2s-ht")
     with pytest.raises(LaunchError) as info:
-        layout(BindSpec(policy="cores", cores="0-7"), local_world_size=1, topology=t, usable=range(4), env={})
+        layout(bind_record(policy="cores", cores="0-7"), local_world_size=1, topology=t, usable=range(4), env={})
     assert str(info.value) == "bind.cores: CPUs 4-7 are not usable by this process (usable: 0-3)"
     with pytest.raises(
         LaunchError,
@@ -468,7 +464,7 @@ def test_live_machine_layout() -> None:
     t = read_topology("/")
     usable = usable_cpus()
     placements = layout(
-        BindSpec(policy="cores"),
+        bind_record(policy="cores"),
         local_world_size=len(usable),
         topology=t,
         usable=usable,
@@ -547,7 +543,7 @@ def test_live_machine_layout() -> None:
             "this-vm",
             1,
             {"memory": 3},
-            "bind.memory: invalid value 3, expected one of auto, none, local, preferred",
+            "BindSpec.memory: 3 is not of type str",  # the plan's record refuses it before any policy runs
         ),
         (
             "this-vm",
@@ -613,7 +609,7 @@ def test_errors(name: str, lws: int, spec: dict[str, Any], message: str) -> None
 def test_bad_rank_arguments() -> None:
     t = topo("this-vm")
     with pytest.raises(LaunchError, match="local world size must be a positive integer, got 0"):
-        layout(BindSpec(), local_world_size=0, topology=t, usable=t.cpus, env={})
+        layout(bind_record(), local_world_size=0, topology=t, usable=t.cpus, env={})
 
 
 # -------------------------------------------------------------------------------------------------- env
@@ -728,7 +724,7 @@ def test_table_and_memory_policies() -> None:
 def test_layout_invariants(name: str, lws: int, policy: str, physical: bool, remainder: str, data: Any) -> None:
     t = topo(name)
     usable = data.draw(st.sets(st.sampled_from(t.cpus), min_size=1))
-    spec = BindSpec(policy=policy, physical=physical, remainder=remainder)
+    spec = bind_record(policy=policy, physical=physical, remainder=remainder)
     start = time.perf_counter()
     try:
         placements = layout(spec, local_world_size=lws, topology=t, usable=sorted(usable), env={})
@@ -771,7 +767,7 @@ def test_random_specs_only_launch_error(cores: object, gpus: object, policy: str
     t = topo("xeon-2s-ht")
     try:
         layout(
-            BindSpec(policy=policy, cores=cores, gpus=gpus),
+            bind_record(policy=policy, cores=cores, gpus=gpus),
             local_world_size=lws,
             topology=t,
             usable=t.cpus,

@@ -27,10 +27,12 @@ from conftest import (
     mpich,
     openmpi,
 )
-from ds_helper.argv import parse_argv
-from ds_helper.cli import compose_request
+from ds_helper.compose.overrides import compose_request
+from ds_helper.compose.planner import make_plan
+from ds_helper.rank.argv import parse_argv
 from ds_helper.rank.errors import LaunchError
-from ds_helper.rank.plan import PLAN_FORMAT, Plan, make_plan, plan_from_json, plan_to_json
+from ds_helper.rank.load import plan_from_json
+from ds_helper.rank.plan import PLAN_FORMAT, Plan, plan_to_json
 from ds_helper.rank.resolve import resolve
 
 HEAVY = {"hydra", "omegaconf", "yaml", "antlr4"}
@@ -55,7 +57,8 @@ SUBPROCESS_ENVS = ["mpich-hydra-2ranks", "openmpi-4-2ranks", "pals-pbs-mpiexec-2
 def plan_for(*args: str) -> Plan:
     """The plan the command line ``ds-helper ARGS`` makes, as the CLI makes it (env.* included)."""
     with inside(SCRIPTS):
-        return make_plan(*compose_request(parse_argv(list(args))))
+        request = parse_argv(list(args))
+        return make_plan(*compose_request(request.overrides, request.script, request.env, request.dry_run))
 
 
 def _outcome(plan, env: Dict[str, str], extra: List[str], reader) -> object:
@@ -177,7 +180,7 @@ def test_binding_modules_load_only_when_binding_is_asked_for(tmp_path: Path, ove
     assert ds("script=show.py", *overrides, "--save-plan", str(path)).returncode == 0
     code = (
         "import json, os, sys\n"
-        "from ds_helper.rank.plan import load_plan\n"
+        "from ds_helper.rank.load import load_plan\n"
         "from ds_helper.rank.resolve import resolve\n"
         f"resolve(load_plan({str(path)!r}), os.environ, [])\n"
         "print(json.dumps(sorted(m for m in sys.modules if m.startswith('ds_helper.rank.bind.'))))\n"
@@ -206,88 +209,51 @@ def test_importtime_of_a_plan_run_has_no_hydra_line(saved_plan: Path) -> None:
 
 LAUNCHER = Path(__file__).resolve().parent.parent / "launcher"
 # The modules a rank adds to a bare interpreter on the way to exec, beyond what ``site`` imports anyway: ds-helper's
-# rank-path modules, the C JSON scanner and ctypes' C core (die_with_manager's prctl). No typing, dataclasses, re,
-# enum, json package, ctypes package, argparse, difflib, runpy.
+# rank-path modules, the C JSON scanner, str.format's parser and ctypes' C core (die_with_manager's prctl). No
+# typing, dataclasses, re, enum, json package, ctypes package, argparse, difflib, runpy; nothing of compose/ or job/.
 RANK_PATH = {
     "ds_helper",
-    "ds_helper.rank",
-    "ds_helper.rank.errors",
-    "ds_helper.argv",
     "ds_helper.cli",
-    "ds_helper.rank.plan",
-    "ds_helper.rank.checks",  # a plan is checked like a composed config (issue 12)
-    "_string",  # str.format's parser, built in: how log names are checked without `string` or `re`
-    "ds_helper.rank.hostlist",
-    "ds_helper.rank.resolve",
+    "ds_helper.rank",
+    "ds_helper.rank.argv",
     "ds_helper.rank.become",
-    "ds_helper.rank.inherit",  # standard streams and signal state before exec (issue 12)
     "ds_helper.rank.bind",  # binding's face only: its modules are imported when binding is asked for
+    "ds_helper.rank.checks",  # a plan is checked like a composed config
+    "ds_helper.rank.describe",  # the rank's launch line
+    "ds_helper.rank.errors",
+    "ds_helper.rank.hostlist",
+    "ds_helper.rank.inherit",  # standard streams and signal state before exec
+    "ds_helper.rank.inprocess",  # run_mode=inprocess only
+    "ds_helper.rank.load",
+    "ds_helper.rank.plan",
+    "ds_helper.rank.records",
+    "ds_helper.rank.resolve",
     "__future__",
+    "_string",  # str.format's parser, built in: how log names are checked without `string` or `re`
     "_json",
     "_ctypes",
     "gc",  # built in: ds-helper's command turns automatic collection off while it starts (launcher/ds-helper)
 }
-# With binding asked for, binding's modules too (and what they import today: Python 3.11's names).
+# With binding asked for, binding's modules too, and the ASCII codec the /sys files are read with: nothing else.
 BINDING = RANK_PATH | {
     "ds_helper.rank.bind.cpuset",
     "ds_helper.rank.bind.placement",
     "ds_helper.rank.bind.topology",
-    "ds_helper.compose",
-    "ds_helper.compose.schema",
-    "ctypes",
-    "ctypes._endian",
-    "struct",
-    "_struct",
-    "types",
+    "encodings.ascii",
+}
+# Named by themselves as well, so that a longer allow-list cannot let them in unnoticed.
+NEVER_ON_A_RANK = {
     "dataclasses",
+    "typing",
+    "re",
+    "enum",
     "inspect",
     "ast",
-    "_ast",
-    "dis",
-    "opcode",
-    "_opcode",
-    "token",
-    "tokenize",
-    "linecache",
-    "copy",
-    "re",
-    "re._casefix",
-    "re._compiler",
-    "re._constants",
-    "re._parser",
-    "_sre",
-    "copyreg",
-    "enum",
-    "typing",
-    "typing.io",
-    "typing.re",
-    "_typing",
-    "collections",
-    "collections.abc",
-    "_collections",
-    "functools",
-    "_functools",
-    "operator",
-    "_operator",
-    "itertools",
-    "keyword",
-    "reprlib",
-    "contextlib",
-    "weakref",
-    "_weakrefset",
-    "warnings",
-    "importlib",
-    "importlib._bootstrap",
-    "importlib._bootstrap_external",
-    "importlib.machinery",
     "pathlib",
-    "ntpath",
-    "fnmatch",
-    "errno",
-    "ipaddress",
-    "urllib",
-    "urllib.parse",
-    "encodings.ascii",
+    "json",
+    "hydra",
+    "omegaconf",
+    "yaml",
 }
 # The real command with the exec itself replaced by a report: the process exec starts cannot see these modules.
 _REPORT_AT_EXEC = (
@@ -337,6 +303,7 @@ def test_a_rank_imports_only_what_the_allow_list_names(
     added = imported - _modules("-c", "import os, sys\n" + _LIST_MODULES)
     assert "ds_helper.rank.become" in added and ("ds_helper.rank.bind.placement" in added) == ("binding" in case)
     assert added <= allowed, sorted(added - allowed)
+    assert not {name.split(".")[0] for name in added} & NEVER_ON_A_RANK
 
 
 def test_the_plan_records_have_the_schemas_fields_and_types() -> None:
@@ -388,7 +355,7 @@ def test_launcher_options_read_for_auto_are_what_hydra_reads() -> None:
 
 
 def test_a_record_field_of_a_type_the_loader_cannot_check_fails_when_the_class_is_defined() -> None:
-    from ds_helper.rank.plan import Record
+    from ds_helper.rank.records import Record
 
     for kind in (tuple[int], int | str, dict[int, str], complex):
         with pytest.raises(TypeError, match="Bad.x"):

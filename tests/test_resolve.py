@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import DATA, load_recorded, plan_for
 from ds_helper.rank.errors import LaunchError
-from ds_helper.rank.plan import Plan, plan_from_json, plan_to_json
+from ds_helper.rank.load import plan_from_json
+from ds_helper.rank.plan import Plan, plan_to_json
 from ds_helper.rank.resolve import resolve
 
 EXPORTED = ["RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "NODE_RANK", "MASTER_ADDR"]

@@ -111,9 +111,9 @@ def _group_option(group: str, name: str) -> Dict[str, Any]:
             if not isinstance(data, dict):
                 raise LaunchError(f"{path}.yaml: expected a mapping of keys to values")
             if "defaults" in data:
-                raise LaunchError(f"{path}: a {group} option is a flat file; it cannot have a defaults list")
+                raise LaunchError.at(path, None, f"a {group} option is a flat file; it cannot have a defaults list")
             return data
-    raise LaunchError(f"{path}: not found")
+    raise LaunchError.at(path, None, "not found")
 
 
 def _plain_yaml(source: Any, file: str) -> Any:
@@ -180,17 +180,19 @@ def _register_site_launchers() -> None:
             if name in _site_launchers:
                 continue  # an earlier folder has it
             if name in shipped:
-                raise LaunchError(f"{path}: launcher={name} ships with ds-helper; give the site's file another name")
+                raise LaunchError.at(
+                    path, None, f"launcher={name} ships with ds-helper; give the site's file another name"
+                )
             data, lines, problems = recipes.load(path, recipes.read(path), kind="launcher file")
             if problems:
-                raise LaunchError(str(problems[0]))
+                raise problems[0]
             try:
                 spec = OmegaConf.to_object(OmegaConf.merge(schema, data))
             except OmegaConfBaseException as exc:
                 line = _line_of(exc, lines)
-                raise LaunchError(f"{path}{f':{line}' if line else ''}: {explain(exc)}") from None
+                raise LaunchError.at(path, line, explain(exc)) from None
             if not isinstance(spec, LauncherSpec) or spec.name != name:
-                raise LaunchError(f"{path}:{lines.get('name', 1)}: name is {data.get('name')!r}, expected {name!r}")
+                raise LaunchError.at(path, lines.get("name", 1), f"name is {data.get('name')!r}, expected {name!r}")
             store.store(group="launcher", name=name, node=data)
             _site_launchers[name] = path
 
@@ -299,8 +301,7 @@ def _register_recipes(loaded: List[recipes.Loaded]) -> None:
             node = OmegaConf.create(item.text)
         except (OmegaConfBaseException, ValueError) as exc:
             line = _line_of(exc, item.lines) or _line_holding(exc, item.text)
-            where = f"{item.recipe.path}:{line}" if line else item.recipe.path
-            raise LaunchError(f"{where}: {explain(exc)}") from None
+            raise LaunchError.at(item.recipe.path, line, explain(exc)) from None
         store.store(group="recipe", name=item.recipe.name, node=node, package="_global_")
 
 
@@ -310,7 +311,7 @@ def _recipe_override(overrides: List[str]) -> tuple[List[str], List[recipes.Load
     chosen = [o.partition("=")[2] for o in overrides if o.lstrip("+").partition("=")[0] == "recipe"]
     if not chosen:
         return overrides, []
-    # given more than once: refused by ds_helper.argv already
+    # given more than once: refused by ds_helper.rank.argv already
     value = chosen[0].strip("'\"")
     name, visible = recipes.select(value)
     loaded = recipes.chain(name, visible)
@@ -339,27 +340,25 @@ def compose_config(overrides: List[str]) -> tuple[Config, List[LauncherSpec]]:
             config = _typed(cfg) if _adds_keys(overrides) else _object(cfg)
             candidates = load_launchers() if config.launcher.name == "auto" else []
         except (HydraException, OmegaConfBaseException) as exc:
-            raise LaunchError(_recipe_error(exc, loaded)) from exc
+            raise _recipe_error(exc, loaded) from exc
     return config, candidates
 
 
 _IN_RECIPE = re.compile(r"^In 'recipe/([^']*)': \w+ raised while composing config:; ")
 
 
-def _recipe_error(exc: BaseException, loaded: List[recipes.Loaded]) -> str:
+def _recipe_error(exc: BaseException, loaded: List[recipes.Loaded]) -> LaunchError:
     """Hydra's message; for a mistake inside a recipe, with the recipe's file and line instead of its name."""
     message = explain(exc)
     match = _IN_RECIPE.match(message)
     for item in loaded if match else []:
         if item.recipe.name == match.group(1):  # type: ignore[union-attr]
-            line = _line_of(exc, item.lines)
-            where = f"{item.recipe.path}:{line}" if line else item.recipe.path
-            return f"{where}: {message[match.end() :]}"  # type: ignore[union-attr]
+            return LaunchError.at(item.recipe.path, _line_of(exc, item.lines), message[match.end() :])  # type: ignore[union-attr]
     for item in reversed(loaded):  # resolving after composition (an interpolation): the last recipe setting the key
         line = _line_of(exc, item.lines)
         if line:
-            return f"{item.recipe.path}:{line}: {message}"
-    return message
+            return LaunchError.at(item.recipe.path, line, message)
+    return LaunchError(message)
 
 
 def config_yaml(config: Config) -> str:
@@ -400,7 +399,7 @@ def _line_of(exc: BaseException, lines: Dict[str, int]) -> Optional[int]:
     return None
 
 
-def check_recipe(path: str) -> List[recipes.Problem]:
+def check_recipe(path: str) -> List[LaunchError]:
     """Every problem of one recipe file: YAML, data safety, then a real composition validated by the schema.
 
     The file's own folder is searched first for the recipes it builds on. A recipe need not name a script: the
@@ -412,21 +411,20 @@ def check_recipe(path: str) -> List[recipes.Problem]:
         return problems
     name = recipes.recipe_name(path)
     if name is None:
-        return [recipes.Problem(path, None, recipes.NOT_A_RECIPE_NAME)]
+        return [LaunchError.at(path, None, recipes.NOT_A_RECIPE_NAME)]
     visible = recipes.available(extra_first=os.path.dirname(os.path.abspath(path)))
     visible[name] = recipes.Recipe(name, os.path.abspath(path), "checked")
     with hydra_context():
         try:
             _register_recipes(recipes.chain(name, visible))
             _typed(compose(config_name="config", overrides=[f"recipe={name}"]))
-        except LaunchError as exc:  # raised naming the file (and line): said here as --check says it
-            where = re.match(re.escape(os.path.abspath(path)) + r"(?::(\d+))?: (.*)", str(exc), re.DOTALL)
-            if where is None:
-                return [recipes.Problem(path, None, str(exc))]
-            return [recipes.Problem(path, int(where.group(1)) if where.group(1) else None, where.group(2))]
+        except LaunchError as exc:  # in this file: named as the user named it; elsewhere: the whole error
+            if exc.file == os.path.abspath(path):
+                return [LaunchError.at(path, exc.line, exc.message)]
+            return [LaunchError.at(path, None, str(exc))]
         except (HydraException, OmegaConfBaseException) as exc:
             message = _COMPOSING.sub("", explain(exc))
-            return [recipes.Problem(path, _line_of(exc, lines), message)]
+            return [LaunchError.at(path, _line_of(exc, lines), message)]
     return []
 
 

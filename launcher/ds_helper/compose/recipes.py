@@ -46,16 +46,6 @@ class Recipe:
     shadows: List[Recipe] = field(default_factory=list)  # recipes of the same name further down the path
 
 
-@dataclass
-class Problem:
-    path: str
-    line: Optional[int]
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}:{self.line}: {self.message}" if self.line else f"{self.path}: {self.message}"
-
-
 def shipped_folder() -> str:
     """The recipes shipped with ds-helper: package ``ds_helper.recipes`` when installed, ``recipes/`` in a checkout."""
     spec = importlib.util.find_spec("ds_helper.recipes")
@@ -160,9 +150,9 @@ def read(path: str) -> str:
         with open(path, encoding="utf-8") as handle:
             text = handle.read(MAX_BYTES + 1)
     except (OSError, UnicodeDecodeError) as exc:
-        raise LaunchError(f"{path}: cannot read: {exc}") from None
+        raise LaunchError.at(path, None, f"cannot read: {exc}") from None
     if len(text) > MAX_BYTES:
-        raise LaunchError(f"{path}: larger than {MAX_BYTES} bytes: not a recipe")
+        raise LaunchError.at(path, None, f"larger than {MAX_BYTES} bytes: not a recipe")
     return text
 
 
@@ -185,24 +175,24 @@ def _too_big(node: Any) -> Optional[str]:
     return None
 
 
-def load(path: str, text: str, kind: str = "recipe") -> Tuple[Dict[str, Any], Dict[str, int], List[Problem]]:
+def load(path: str, text: str, kind: str = "recipe") -> Tuple[Dict[str, Any], Dict[str, int], List[LaunchError]]:
     """The file (a recipe, or ``kind``) as plain data, the line of each dotted key, and every data-safety problem."""
     yaml = _yaml()
-    problems: List[Problem] = []
+    problems: List[LaunchError] = []
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        return {}, {}, [Problem(path, mark.line + 1 if mark else None, f"YAML syntax: {problem}")]
+        return {}, {}, [LaunchError.at(path, mark.line + 1 if mark else None, f"YAML syntax: {problem}")]
     except RecursionError:  # PyYAML's composer recurses once per nesting level
-        return {}, {}, [Problem(path, None, f"nested deeper than {MAX_DEPTH} levels")]
+        return {}, {}, [LaunchError.at(path, None, f"nested deeper than {MAX_DEPTH} levels")]
     lines: Dict[str, int] = {}
     if node is None:
-        return {}, lines, [Problem(path, None, f"empty file: a {kind} is a YAML mapping")]
+        return {}, lines, [LaunchError.at(path, None, f"empty file: a {kind} is a YAML mapping")]
     oversized = _too_big(node)
     if oversized:
-        return {}, lines, [Problem(path, None, oversized)]
+        return {}, lines, [LaunchError.at(path, None, oversized)]
     _walk(path, node, "", lines, problems, kind)
     if not problems and isinstance(node, yaml.MappingNode):
         problems = _check_strings(path, node)
@@ -212,25 +202,25 @@ def load(path: str, text: str, kind: str = "recipe") -> Tuple[Dict[str, Any], Di
         data = yaml.load(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:  # pragma: no cover - compose already parsed it
         mark = getattr(exc, "problem_mark", None)
-        return {}, lines, [Problem(path, mark.line + 1 if mark else None, f"YAML: {exc}")]
+        return {}, lines, [LaunchError.at(path, mark.line + 1 if mark else None, f"YAML: {exc}")]
     if not isinstance(data, dict):
-        return {}, lines, [Problem(path, 1, f"a {kind} is a YAML mapping (key: value lines)")]
+        return {}, lines, [LaunchError.at(path, 1, f"a {kind} is a YAML mapping (key: value lines)")]
     package = _PACKAGE.search(text)
     if package and package.group(1) != "_global_":
-        problems.append(Problem(path, None, f"'# @package {package.group(1)}': a recipe is always '_global_'"))
+        problems.append(LaunchError.at(path, None, f"'# @package {package.group(1)}': a recipe is always '_global_'"))
     problems += _check_defaults(path, data.get("defaults", []), lines.get("defaults"))
     for key in ("description",):
         if key in data and not isinstance(data[key], str):
-            problems.append(Problem(path, lines.get(key), f"{key}: must be a string"))
+            problems.append(LaunchError.at(path, lines.get(key), f"{key}: must be a string"))
     return data, lines, problems
 
 
-def _walk(path: str, node: Any, prefix: str, lines: Dict[str, int], problems: List[Problem], kind: str) -> None:
+def _walk(path: str, node: Any, prefix: str, lines: Dict[str, int], problems: List[LaunchError], kind: str) -> None:
     """Refuse Python tags, ``_target_`` and unsafe resolvers anywhere; note the line of each key."""
     yaml = _yaml()
     line = node.start_mark.line + 1
     if node.tag.startswith("tag:yaml.org,2002:python/") or node.tag.startswith("!"):
-        problems.append(Problem(path, line, f"tag {node.tag!r} refused: a {kind} is plain data"))
+        problems.append(LaunchError.at(path, line, f"tag {node.tag!r} refused: a {kind} is plain data"))
         return
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
@@ -240,7 +230,7 @@ def _walk(path: str, node: Any, prefix: str, lines: Dict[str, int], problems: Li
             lines.setdefault(dotted, key_node.start_mark.line + 1)
             if dotted == "hydra":
                 problems.append(
-                    Problem(
+                    LaunchError.at(
                         path,
                         key_node.start_mark.line + 1,
                         f"hydra: refused: a {kind} cannot change "
@@ -250,7 +240,7 @@ def _walk(path: str, node: Any, prefix: str, lines: Dict[str, int], problems: Li
                 continue
             if key == "_target_":
                 problems.append(
-                    Problem(
+                    LaunchError.at(
                         path,
                         key_node.start_mark.line + 1,
                         f"{dotted}: _target_ refused: a {kind} is data, it cannot name Python code to instantiate",
@@ -264,7 +254,7 @@ def _walk(path: str, node: Any, prefix: str, lines: Dict[str, int], problems: Li
         for resolver in _RESOLVER_CALL.findall(node.value):
             if resolver not in SAFE_RESOLVERS:
                 problems.append(
-                    Problem(
+                    LaunchError.at(
                         path,
                         line,
                         f"resolver '{resolver}' refused in {node.value!r} "
@@ -299,42 +289,44 @@ def _retyped(node: Any) -> Optional[str]:
     return None if str(value) == text and isinstance(value, (int, float)) else str(value)
 
 
-def _string_problem(path: str, key: str, node: Any, null_ok: bool) -> Optional[Problem]:
+def _string_problem(path: str, key: str, node: Any, null_ok: bool) -> Optional[LaunchError]:
     """One value that must reach the script as a string, exactly as written."""
     yaml = _yaml()
     line = node.start_mark.line + 1
     if isinstance(node, (yaml.MappingNode, yaml.SequenceNode)):
         kind = "a mapping" if isinstance(node, yaml.MappingNode) else "a list"
-        return Problem(path, line, f"{key}: {kind} where a string belongs")
+        return LaunchError.at(path, line, f"{key}: {kind} where a string belongs")
     if node.tag == _NULL_TAG and node.style is None:
         return (
-            None if null_ok else Problem(path, line, f"{key}: null where a string belongs (quote it: '{node.value}')")
+            None
+            if null_ok
+            else LaunchError.at(path, line, f"{key}: null where a string belongs (quote it: '{node.value}')")
         )
     typed = _retyped(node)
     if typed is None:
         return None
-    return Problem(
+    return LaunchError.at(
         path, line, f"{key}: {node.value} would reach the script as {typed!r} (YAML types it); quote it: '{node.value}'"
     )
 
 
-def _check_strings(path: str, root: Any) -> List[Problem]:
+def _check_strings(path: str, root: Any) -> List[LaunchError]:
     """env values, args and the script are passed verbatim: YAML's typing must not change them on the way."""
     yaml = _yaml()
-    problems: List[Optional[Problem]] = []
+    problems: List[Optional[LaunchError]] = []
     for key_node, value_node in root.value:
         key = str(key_node.value)
         line = key_node.start_mark.line + 1
         if key == "env":
             if not isinstance(value_node, yaml.MappingNode):
-                problems.append(Problem(path, line, "env: must be a mapping of NAME: value"))
+                problems.append(LaunchError.at(path, line, "env: must be a mapping of NAME: value"))
                 continue
             for name_node, item in value_node.value:
                 problems.append(_string_problem(path, f"env name {name_node.value}", name_node, null_ok=False))
                 problems.append(_string_problem(path, f"env.{name_node.value}", item, null_ok=True))
         elif key == "args":
             if not isinstance(value_node, yaml.SequenceNode):
-                problems.append(Problem(path, line, "args: must be a list of strings"))
+                problems.append(LaunchError.at(path, line, "args: must be a list of strings"))
                 continue
             problems += [_string_problem(path, "args", item, null_ok=False) for item in value_node.value]
         elif key in STRING_KEYS:
@@ -353,10 +345,10 @@ def _group_of(key: Any) -> str:
     return str(key).removeprefix("override ").strip().lstrip("/")
 
 
-def _check_defaults(path: str, defaults: Any, line: Optional[int]) -> List[Problem]:
+def _check_defaults(path: str, defaults: Any, line: Optional[int]) -> List[LaunchError]:
     """An allow-list: choose a launcher or bind option, or build on another recipe. Nothing can reach a file."""
     if not isinstance(defaults, list):
-        return [Problem(path, line, f"defaults: must be a list; {_DEFAULTS_HELP}")]
+        return [LaunchError.at(path, line, f"defaults: must be a list; {_DEFAULTS_HELP}")]
     problems = []
     for entry in defaults:
         if entry == "_self_":
@@ -371,7 +363,7 @@ def _check_defaults(path: str, defaults: Any, line: Optional[int]) -> List[Probl
             if str(key).startswith("override ") and group in GROUPS and isinstance(value, str) and NAME.match(value):
                 if ".." not in value:
                     continue
-        problems.append(Problem(path, line, f"defaults entry {entry!r} refused: {_DEFAULTS_HELP}"))
+        problems.append(LaunchError.at(path, line, f"defaults entry {entry!r} refused: {_DEFAULTS_HELP}"))
     return problems
 
 

@@ -97,6 +97,9 @@ class StartSpec:
     manager has no such option; asking for that part of a shape is then one error line.
     """
 
+    local: bool = field(
+        default=False, metadata=_help("ds-helper starts the ranks itself, on this machine (no manager's program)")
+    )
     program: Optional[str] = field(
         default=None, metadata=_help("the manager's program (job.program overrides); null: cannot start jobs")
     )

@@ -1,4 +1,4 @@
-"""Checks of a plan's values, shared by composition (``plan.make_plan``) and the plan loader (``plan.load_plan``).
+"""Checks of a plan's values, shared by composition (``compose/planner.py``) and the plan loader (``rank/load.py``).
 
 A saved plan is data anyone may have edited, so it is held to the same rules as a composed config: one set of
 functions, called from both sides. Standard library only, and no ``re``, ``dataclasses`` or ``typing`` at run
@@ -10,13 +10,13 @@ from __future__ import annotations
 import _string  # type: ignore[import-not-found]  # the parser behind str.format (string.Formatter.parse), without importing `string`
 
 from ds_helper.rank.errors import LaunchError
+from ds_helper.rank.plan import COMMAND_KINDS, RANK_FIELDS
 
 TYPE_CHECKING = False  # as in plan.py: typing is not imported on a rank's path
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
-    from ds_helper.compose import schema
-    from ds_helper.rank.plan import LauncherSpec, LogSpec, MasterSpec, Plan
+    from ds_helper.rank.plan import CommandSpec, LauncherSpec, LogSpec, MasterSpec, Plan
 
 LOG_PLACEHOLDERS = ("rank", "local_rank", "node_rank")
 RUN_MODES = ("exec", "inprocess")
@@ -57,7 +57,7 @@ def _file_name(key: str, template: str) -> str:
     return name
 
 
-def check_log(log: LogSpec | schema.LogSpec) -> None:
+def check_log(log: LogSpec) -> None:
     """File names stay inside log.dir; stdout and stderr never share a file; log.dir is a plain path."""
     _file_name("out", log.out)
     _file_name("err", log.err)
@@ -149,8 +149,6 @@ def check_words(where: str, words: Iterable[object]) -> None:
 
 def check_launcher(spec: LauncherSpec) -> None:
     """Variable names are names; fixed values are rank numbers."""
-    from ds_helper.rank.plan import RANK_FIELDS  # plan.py imports this module
-
     for list_name in ("detect", "exclude", "job_id", "evidence"):
         for name in getattr(spec, list_name):
             check_env_name(f"launcher {spec.name}.{list_name}", name)
@@ -162,18 +160,22 @@ def check_launcher(spec: LauncherSpec) -> None:
 
 
 def check_export(export: object) -> None:
-    from ds_helper.rank.plan import RANK_FIELDS
-
     for key in RANK_FIELDS:
         for name in getattr(export, key):
             check_env_name(f"export.{key}", name)
 
 
+def check_command(command: CommandSpec) -> None:
+    if command.kind not in COMMAND_KINDS:
+        raise LaunchError(f"command.kind={command.kind!r}: expected one of {', '.join(COMMAND_KINDS)}")
+    if not command.target or (command.kind != "program" and not command.python):
+        raise LaunchError("damaged plan: empty command")
+    check_words("command", [command.target, command.python])
+
+
 def check_plan(plan: Plan) -> None:
     """Everything a plan fixes, checked the same way whether it was just composed or read from a file."""
-    if not plan.argv:
-        raise LaunchError("damaged plan: empty command")
-    check_words("command", plan.argv)
+    check_command(plan.command)
     check_words("args", plan.args)
     check_env(plan.env)
     check_export(plan.export)

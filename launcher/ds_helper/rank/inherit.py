@@ -78,15 +78,6 @@ def python_signals() -> None:
         _signal.signal(signum, _signal.SIG_IGN)
 
 
-def say(line: str) -> None:
-    """One line of ds-helper's own on stderr; a closed, full or broken stderr never stops the launch."""
-    try:
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-    except (OSError, ValueError, AttributeError):
-        pass
-
-
 def flush_quietly() -> None:
     """Flush Python's buffers before exec; what cannot be written now never would have been."""
     for stream in (sys.stdout, sys.stderr):
@@ -96,7 +87,8 @@ def flush_quietly() -> None:
             pass
 
 
-PR_SET_PDEATHSIG, SIGKILL = 1, 9  # Linux's numbers
+PR_SET_PDEATHSIG = 1
+SIGINT, SIGKILL = 2, 9  # Linux's numbers: the signal module imports enum, which a rank does not need
 
 
 def _libc_function(name: str) -> Callable[..., int]:

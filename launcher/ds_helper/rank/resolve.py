@@ -10,7 +10,8 @@ from __future__ import annotations
 from ds_helper.rank import bind, hostlist
 from ds_helper.rank.checks import MAX_PORT, is_env_name
 from ds_helper.rank.errors import LaunchError
-from ds_helper.rank.plan import RANK_FIELDS
+from ds_helper.rank.plan import RANK_FIELDS, command_argv
+from ds_helper.rank.records import Value
 
 TYPE_CHECKING = False  # typing is not imported on a rank: the names below exist for mypy only
 if TYPE_CHECKING:
@@ -29,22 +30,7 @@ _RANK_LIKE = ("RANK", "SIZE", "LOCALID", "NODEID", "LOCAL_ID")
 _MAX_INT = 1 << 31  # far above any real rank count; keeps absurd values out of ports and core maths
 
 
-class _Value:
-    """Equality and repr by the fields in ``__slots__`` (what a dataclass gave, without importing dataclasses)."""
-
-    __slots__: Tuple[str, ...] = ()
-
-    def _fields(self) -> Tuple[object, ...]:
-        return tuple(getattr(self, name) for name in self.__slots__)
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self._fields() == other._fields()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}{self._fields()!r}"
-
-
-class Change(_Value):
+class Change(Value):
     """One variable the script's environment gets that differs from ds-helper's own, and why."""
 
     __slots__ = ("name", "value", "why")
@@ -55,7 +41,7 @@ class Change(_Value):
         self.why = why
 
 
-class Ranks(_Value):
+class Ranks(Value):
     """The five numbers of one rank, each with the source it came from (None where the manager is silent)."""
 
     __slots__ = ("values", "sources")
@@ -68,7 +54,7 @@ class Ranks(_Value):
         return self.values[name]
 
 
-class Launch(_Value):
+class Launch(Value):
     """Everything the runner needs to become the script, and what the dry run shows."""
 
     __slots__ = ("launcher", "why", "ranks", "argv", "env", "changes", "notes", "placement", "layout_table", "managed")
@@ -438,6 +424,6 @@ def resolve(
             child.pop(change.name, None)
         else:
             child[change.name] = change.value
-    argv = [*plan.argv, *plan.args, *extra_args]
+    argv = [*command_argv(plan.command), *plan.args, *extra_args]
     managed = ranks.sources["rank"] != fixed_source(spec)
     return Launch(spec.name, why, ranks, argv, child, changes, notes, binding.placement, binding.table, managed)

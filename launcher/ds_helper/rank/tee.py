@@ -35,6 +35,7 @@ import sys
 import time
 from typing import Dict, List, Optional
 
+from ds_helper.rank.errors import line
 from ds_helper.rank.inherit import PYTHON_IGNORED, death_signal_setter, hold_closed_fds, restore_signals
 
 _TERMINATING = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT}
@@ -74,7 +75,7 @@ def _start(argv: List[str], out_w: int, err_w: int, own_group: bool) -> int:
             restore_signals()
             os.execv(argv[0], argv)
         except OSError as exc:
-            os.write(2, f"ds-helper: error: cannot run {argv[0]}: {exc.strerror}\n".encode())
+            os.write(2, (line(f"cannot run {argv[0]}: {exc.strerror}", "error") + "\n").encode())
         os._exit(127)
     return pid
 

@@ -1,31 +1,31 @@
 """Binding: where each local rank of a node runs (cores, NUMA memory, GPUs), the ``bind`` config group's code.
 
-This module is binding's one face; the rest of ds-helper (``plan``, ``resolve``, ``run``) calls only these:
+This module is binding's one face; the rest of ds-helper (``rank/resolve.py``, ``rank/become.py``, the job side)
+calls only these, on the plan's own bind record (``rank/plan.py``, BindSpec):
 
-- :func:`requested`: whether a plan's bind settings ask for anything at all;
-- :func:`settled`: the settings as every rank will read them (``bind=default`` decided, the core list checked);
+- :func:`asks_for_binding`: whether the bind settings ask for anything at all;
 - :func:`for_rank`: this rank's placement, the node's layout table and notes (from :func:`read_machine`);
 - :func:`apply`: set the placement on this process, so the script inherits it through ``exec``.
 
 Behind it: ``cpuset`` (core lists), ``topology`` (``/sys``), ``placement`` (the policies, pure) and ``memory``
 (``set_mempolicy``). This module imports none of them at start-up: a rank that binds nothing loads none of
-them (tests/test_plan.py holds that line). Standard library only.
+them, and a rank that binds loads them and nothing outside the standard library's light modules
+(tests/test_plan.py holds both lines). The compose side settles the settings first (``compose/planner.py``).
 """
 
 from __future__ import annotations
 
 import os
 
-from ds_helper.rank.errors import LaunchError
+from ds_helper.rank.errors import LaunchError, say
 
-TYPE_CHECKING = False  # every rank imports this face: typing, dataclasses and the schema only for mypy
+TYPE_CHECKING = False  # every rank imports this face: typing only for mypy
 if TYPE_CHECKING:
     from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
-    from ds_helper.compose.schema import BindSpec
     from ds_helper.rank.bind.placement import Placement
     from ds_helper.rank.bind.topology import Topology
-    from ds_helper.rank.plan import BindSpec as PlanBindSpec
+    from ds_helper.rank.plan import BindSpec
 
     Machine = Tuple[Topology, Tuple[int, ...]]
     """The node's CPU/NUMA topology and the CPUs this process may use."""
@@ -50,22 +50,9 @@ class RankBinding:
         return {} if self.placement is None else self.placement.env
 
 
-def requested(spec: BindSpec | PlanBindSpec) -> bool:
-    """Whether these settings (as :func:`settled` left them) bind anything: cores, memory or GPUs."""
+def asks_for_binding(spec: BindSpec) -> bool:
+    """Whether these settings (as the compose side settled them) bind anything: cores, memory or GPUs."""
     return spec.policy != "none" or spec.gpus not in (None, False, "off")
-
-
-def settled(spec: BindSpec) -> BindSpec:
-    """The settings as every rank will read them: policy 'auto' decided, the core list checked and canonical."""
-    from dataclasses import replace  # composing, not on a rank
-
-    from ds_helper.rank.bind.cpuset import format_cpus, parse_cpus
-
-    cores = None if spec.cores is None else format_cpus(parse_cpus(spec.cores))
-    policy = spec.policy
-    if policy == "auto":  # bind=default: binding is on exactly when a core list is given
-        policy = "none" if cores is None else "cores"
-    return replace(spec, policy=policy, cores=cores)
 
 
 def read_machine() -> Machine:
@@ -88,7 +75,7 @@ def _pinned_note(topology: Topology, usable: Tuple[int, ...]) -> Optional[str]:
 
 
 def for_rank(
-    spec: BindSpec | PlanBindSpec,
+    spec: BindSpec,
     *,
     local_rank: int,
     local_world_size: Optional[int],
@@ -100,32 +87,28 @@ def for_rank(
     """This rank's binding. Every rank computes the whole node's layout (cheap, deterministic) and keeps its
     own row, so all ranks agree without talking. A dry run also says when the rank starts already pinned.
     The machine is read only when binding is asked for or shown."""
-    if not requested(spec) and not dry_run:
+    if not asks_for_binding(spec) and not dry_run:
         return RankBinding()
     topology, usable = read_machine()
     pinned = _pinned_note(topology, usable)
     notes = [pinned] if pinned and dry_run else []
-    if not requested(spec):
+    if not asks_for_binding(spec):
         return RankBinding(notes=notes)
     if local_world_size is None:
         raise LaunchError(
             f"binding needs the number of ranks on this node, and launcher={launcher} does not give it; use bind=none"
         )
-    from ds_helper.compose.schema import (
-        BindSpec,
-    )  # what layout reads; the plan holds the same fields (tests/test_plan.py)
     from ds_helper.rank.bind.placement import format_layout_table, layout
 
-    settings = spec if isinstance(spec, BindSpec) else BindSpec(**spec.to_data())
     try:
-        placements = layout(settings, local_world_size=local_world_size, topology=topology, usable=usable, env=env)
+        placements = layout(spec, local_world_size=local_world_size, topology=topology, usable=usable, env=env)
     except LaunchError as exc:
         raise LaunchError(f"{exc}" + (f"; note: {pinned}" if pinned else "")) from None
     own = placements[local_rank]
     return RankBinding(own, format_layout_table(placements), [*notes, *own.notes])
 
 
-def apply(placement: Optional[Placement], say: bool) -> None:
+def apply(placement: Optional[Placement], warn: bool) -> None:
     """CPU affinity and memory policy, set on this process so the script inherits them through exec."""
     if placement is None:
         return
@@ -140,10 +123,9 @@ def apply(placement: Optional[Placement], say: bool) -> None:
         refused = set_mempolicy(placement.mem_policy, placement.mem_nodes)
         if refused and placement.strict:
             raise LaunchError(f"memory binding to NUMA node(s) {list(placement.mem_nodes)} refused: {refused}")
-        if refused and say:
-            from ds_helper.rank.inherit import say as say_line  # a full or closed stderr never stops the launch
-
-            say_line(
-                f"ds-helper: warning: memory binding refused ({refused}); continuing with CPU binding only "
-                "(bind.strict=true makes this an error)"
+        if refused and warn:
+            say(
+                f"memory binding refused ({refused}); continuing with CPU binding only "
+                "(bind.strict=true makes this an error)",
+                "warning",
             )

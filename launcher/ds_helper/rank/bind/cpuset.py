@@ -17,20 +17,37 @@ and it is easy to misread as a stride).
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Sequence
+# What collections.abc re-exports, from the module the interpreter has loaded at start-up (os imports it):
+# collections.abc itself would import collections on a binding rank.
+from _collections_abc import Sequence
 
 from ds_helper.rank.errors import LaunchError
+
+TYPE_CHECKING = False  # a binding rank parses core lists: typing, collections.abc and re are not imported
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 # CPU ids must be below this. Linux caps NR_CPUS at 8192 on x86-64 (MAXSMP); 65536 leaves headroom for any
 # machine while letting a typo like ``0-99999999999`` fail before anything is allocated.
 MAX_CPUS = 65536
 
-# ASCII digits only: ``\d`` would accept e.g. Arabic-Indic digits, which int() happily converts.
 # At most 6 digits per number so int() never sees a huge string (Python 3.11 raises ValueError past 4300).
-_ITEM = re.compile(r"([0-9]{1,6})(?:\s*-\s*([0-9]{1,6})(?:\s*:\s*([0-9]{1,6}))?)?", re.ASCII)
-# Same shape with unbounded numbers: tells "too large" apart from garbage.
-_LONG_ITEM = re.compile(r"[0-9]+(?:\s*-\s*[0-9]+(?:\s*:\s*[0-9]+)?)?", re.ASCII)
+_MAX_DIGITS = 6
+_SPACE = " \t\n\r\f\v"  # ASCII white space, allowed around an item's dashes and colons
+
+
+def _item_numbers(item: str) -> list[str] | None:
+    """The numbers of ``N``, ``N-M`` or ``N-M:S`` as digit strings, or None for anything else.
+
+    ASCII digits only: ``str.isdigit`` alone would accept e.g. Arabic-Indic digits, which int() happily converts.
+    """
+    first, dash, rest = item.partition("-")
+    parts = [first]
+    if dash:
+        last, colon, stride = rest.partition(":")
+        parts += [last, stride] if colon else [last]
+    numbers = [part.strip(_SPACE) for part in parts]
+    return numbers if all(n.isascii() and n.isdigit() for n in numbers) else None
 
 
 def _err(what: str, message: str) -> LaunchError:
@@ -63,22 +80,19 @@ def _add_text(text: str, mask: bytearray, what: str) -> None:
         raise _err(what, f"empty CPU list {_show(text)} (expected e.g. '0-31' or '0-3,8-11')")
     for raw in text.split(","):
         item = raw.strip()
-        m = _ITEM.fullmatch(item)
-        if m is None:
-            if not item:
-                raise _err(what, f"empty item in {_show(text)} (doubled or trailing comma?)")
-            if _LONG_ITEM.fullmatch(item):
-                raise _err(
-                    what,
-                    f"number too large in {_show(item)} (CPU ids must be below {MAX_CPUS})",
-                )
+        if not item:
+            raise _err(what, f"empty item in {_show(text)} (doubled or trailing comma?)")
+        numbers = _item_numbers(item)
+        if numbers is None:
             raise _err(
                 what,
                 f"{_show(item)} is not a CPU number or range (expected forms: 3, 0-31, 0-31:2, joined by commas)",
             )
-        start = int(m.group(1))
-        end = int(m.group(2)) if m.group(2) is not None else start
-        stride = int(m.group(3)) if m.group(3) is not None else 1
+        if any(len(number) > _MAX_DIGITS for number in numbers):
+            raise _err(what, f"number too large in {_show(item)} (CPU ids must be below {MAX_CPUS})")
+        start = int(numbers[0])
+        end = int(numbers[1]) if len(numbers) > 1 else start
+        stride = int(numbers[2]) if len(numbers) > 2 else 1
         if end < start:
             raise _err(what, f"reversed range {_show(item)}")
         if stride < 1:
@@ -119,7 +133,7 @@ def parse_cpus(value: object, *, what: str = "bind.cores") -> tuple[int, ...]:
     if isinstance(value, (str, int)):
         _add_value(value, mask, what)
     elif isinstance(value, Sequence) and not isinstance(value, (bytes, bytearray)):
-        # Any Sequence that is not a str: list, tuple, OmegaConf ListConfig (not imported here on purpose).
+        # Any sequence that is not a str: list, tuple, OmegaConf ListConfig (not imported here on purpose).
         if len(value) == 0:
             raise _err(what, "empty CPU list []")
         for item in value:

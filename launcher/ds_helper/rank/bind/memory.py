@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
-from typing import Optional, Sequence
+
+TYPE_CHECKING = False  # a binding rank runs this: typing is not imported
+if TYPE_CHECKING:
+    from typing import Optional, Sequence
 
 # <linux/mempolicy.h>
 MPOL_PREFERRED = 1
@@ -22,9 +24,9 @@ _SYSCALL = {"x86_64": 238, "aarch64": 237, "ppc64le": 261, "ppc64": 261, "s390x"
 
 def set_mempolicy(policy: str, nodes: Sequence[int]) -> Optional[str]:
     """Apply 'bind' or 'preferred' on ``nodes``; None when applied, else why it was not."""
-    number = _SYSCALL.get(platform.machine())
+    number = _SYSCALL.get(os.uname().machine)
     if number is None:
-        return f"memory binding is not supported on {platform.machine()}"
+        return f"memory binding is not supported on {os.uname().machine}"
     if policy == "bind":
         mode = MPOL_BIND
     elif policy == "preferred":

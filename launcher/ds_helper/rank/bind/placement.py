@@ -20,17 +20,18 @@ How this differs from DeepSpeed's ``get_numactl_cmd``, on purpose:
 
 from __future__ import annotations
 
-import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from _collections_abc import Sequence  # collections.abc's own, loaded with os (see cpuset.py)
 
-from ds_helper.compose.schema import BindSpec  # the bind group's schema lives with the others
 from ds_helper.rank.bind.cpuset import format_cpus, parse_cpus
-from ds_helper.rank.errors import LaunchError
+from ds_helper.rank.errors import LaunchError, did_you_mean
+from ds_helper.rank.records import Value
 
-if TYPE_CHECKING:  # the topology module is loaded only where binding is asked for
+TYPE_CHECKING = False  # a binding rank runs this: typing, dataclasses and re are not imported
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from ds_helper.rank.bind.topology import Topology
+    from ds_helper.rank.plan import BindSpec
 
 POLICIES = ("none", "cores", "numa")
 REMAINDERS = ("drop", "spread", "error")
@@ -54,21 +55,40 @@ GPU_CONFLICT_VARS = {
     "intel": ("ZE_AFFINITY_MASK",),
 }
 
-_GPU_TOKEN = re.compile(r"[A-Za-z0-9._:-]{1,128}", re.ASCII)
-_GPU_RANGE = re.compile(r"[0-9]+-[0-9]+", re.ASCII)
+_GPU_ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-")
+_GPU_ID_LENGTH = 128
 
 
-@dataclass
-class Placement:
+def _is_gpu_id(token: str) -> bool:
+    """A device id as the visibility variables take it: an index, a UUID (``GPU-...``, ``MIG-...``) or a PCI bus id."""
+    return 0 < len(token) <= _GPU_ID_LENGTH and _GPU_ID_CHARS.issuperset(token)
+
+
+def _is_gpu_range(token: str) -> bool:
+    """``A-B`` of ASCII digits: a range of device indexes."""
+    first, dash, last = token.partition("-")
+    return bool(dash) and all(n.isascii() and n.isdigit() for n in (first, last))
+
+
+class Placement(Value):
     """What one local rank gets. Only the fields that should change something are set."""
 
-    local_rank: int
-    cpus: tuple[int, ...] | None = None  # affinity to set; None = leave it alone
-    mem_nodes: tuple[int, ...] = ()  # NUMA nodes for mem_policy
-    mem_policy: str | None = None  # 'bind' (MPOL_BIND) | 'preferred' (MPOL_PREFERRED[_MANY]) | None
-    strict: bool = False  # a refused memory policy is an error, not a warning
-    env: dict[str, str] = field(default_factory=dict)  # variables to set (OMP_NUM_THREADS, *_VISIBLE_DEVICES, ...)
-    notes: list[str] = field(default_factory=list)  # human lines for the dry run / warnings
+    __slots__ = ("local_rank", "cpus", "mem_nodes", "mem_policy", "strict", "env", "notes")
+
+    def __init__(self, local_rank: int, strict: bool = False, notes: list[str] | None = None) -> None:
+        self.local_rank = local_rank
+        self.cpus: tuple[int, ...] | None = None
+        """Affinity to set; None: leave it alone."""
+        self.mem_nodes: tuple[int, ...] = ()
+        """NUMA nodes for mem_policy."""
+        self.mem_policy: str | None = None
+        """'bind' (MPOL_BIND), 'preferred' (MPOL_PREFERRED[_MANY]) or None."""
+        self.strict = strict
+        """A refused memory policy is an error, not a warning."""
+        self.env: dict[str, str] = {}
+        """Variables to set (OMP_NUM_THREADS, *_VISIBLE_DEVICES, ...)."""
+        self.notes: list[str] = [] if notes is None else notes
+        """Human lines for the dry run and warnings."""
 
 
 # --------------------------------------------------------------------------------------------------- helpers
@@ -76,17 +96,10 @@ class Placement:
 
 def _choice(value: object, name: str, allowed: Sequence[str]) -> str:
     """Validate an enumerated setting (a str from the config or a plan)."""
-    raw = value
-    if isinstance(raw, str) and raw in allowed:
-        return raw
-    hint = ""
-    if isinstance(raw, str):
-        import difflib  # only on a mistake
-
-        close = difflib.get_close_matches(raw, allowed, n=1)
-        if close:
-            hint = f" (did you mean '{close[0]}'?)"
-    raise LaunchError(f"{name}: invalid value {raw!r}, expected one of {', '.join(allowed)}{hint}")
+    if isinstance(value, str) and value in allowed:
+        return value
+    hint = did_you_mean(value, allowed) if isinstance(value, str) else ""
+    raise LaunchError(f"{name}: invalid value {value!r}, expected one of {', '.join(allowed)}{hint}")
 
 
 def _split(n: int, parts: int, rule: str) -> list[range]:
@@ -261,9 +274,9 @@ def _gpu_ids(value: object) -> list[str]:
             continue
         for token in item.split(","):
             token = token.strip()
-            if _GPU_RANGE.fullmatch(token):
+            if _is_gpu_range(token):
                 ids.extend(str(i) for i in parse_cpus(token, what="bind.gpus"))
-            elif _GPU_TOKEN.fullmatch(token):
+            elif _is_gpu_id(token):
                 ids.append(token)
             else:
                 raise LaunchError(f"bind.gpus: {token!r:.40} is not a device id")
@@ -273,6 +286,13 @@ def _gpu_ids(value: object) -> list[str]:
             raise LaunchError(f"bind.gpus: device {gid} listed twice")
         seen.add(gid)
     return ids
+
+
+def _proclist(kmp_affinity: str) -> str | None:
+    """What ``proclist=[...]`` of a KMP_AFFINITY value lists, or None without one."""
+    _, found, rest = kmp_affinity.partition("proclist=[")
+    listed, closed, _ = rest.partition("]")
+    return listed if found and closed else None
 
 
 def _kmp_affinity(env: Mapping[str, str], cpus: tuple[int, ...], local_rank: int) -> list[str]:
@@ -286,10 +306,10 @@ def _kmp_affinity(env: Mapping[str, str], cpus: tuple[int, ...], local_rank: int
     value = env.get("KMP_AFFINITY")
     if value is None or value.strip() in ("", "disabled", "none"):
         return []
-    m = re.search(r"proclist=\[([^\]]*)\]", value)
-    if m:
+    proclist = _proclist(value)
+    if proclist is not None:
         try:
-            listed = parse_cpus(m.group(1).replace("{", "").replace("}", ""), what="KMP_AFFINITY")
+            listed = parse_cpus(proclist.replace("{", "").replace("}", ""), what="KMP_AFFINITY")
         except LaunchError:
             listed = ()
         outside = [c for c in listed if c not in cpus]

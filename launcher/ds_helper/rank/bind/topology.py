@@ -10,13 +10,14 @@ instead of parsing their output once per rank as DeepSpeed does.
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
 
 from ds_helper.rank.bind.cpuset import parse_cpus
 from ds_helper.rank.errors import LaunchError
+from ds_helper.rank.records import Value
+
+TYPE_CHECKING = False  # a binding rank reads the topology: typing, dataclasses, pathlib and re are not imported
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 _CPU_DIR = "sys/devices/system/cpu"
 _NODE_DIR = "sys/devices/system/node"
@@ -26,32 +27,53 @@ _NODE_DIR = "sys/devices/system/node"
 NEAR_DISTANCE = 20
 
 
-@dataclass(frozen=True)
-class NumaNode:
+class NumaNode(Value):
     """One NUMA node as sysfs describes it."""
 
-    id: int
-    cpus: tuple[int, ...]  # online CPUs of the node; () for memory-only nodes (HBM flat mode, CXL expanders)
-    has_memory: bool  # listed in node/has_memory
-    distance: Mapping[int, int] = field(default_factory=dict)  # node id -> SLIT distance (10 = local)
+    __slots__ = ("id", "cpus", "has_memory", "distance")
+
+    def __init__(
+        self, id: int, cpus: tuple[int, ...], has_memory: bool, distance: Mapping[int, int] | None = None
+    ) -> None:
+        self.id = id
+        self.cpus = cpus
+        """Online CPUs of the node; () for memory-only nodes (HBM flat mode, CXL expanders)."""
+        self.has_memory = has_memory
+        """Listed in node/has_memory."""
+        self.distance: Mapping[int, int] = {} if distance is None else distance
+        """Node id -> SLIT distance (10 = local)."""
 
     @property
     def memory_only(self) -> bool:
         return self.has_memory and not self.cpus
 
 
-@dataclass(frozen=True)
-class Topology:
+class Topology(Value):
     """What binding needs to know about the machine.
 
     All CPU ids are Linux logical CPU numbers (the ``N`` of ``cpuN``).
     """
 
-    cpus: tuple[int, ...]  # online CPUs
-    nodes: Mapping[int, NumaNode]  # node id -> node (every online node, memory-only ones included)
-    siblings: Mapping[int, tuple[int, ...]]  # cpu -> hardware threads of its core (itself included)
-    package: Mapping[int, int]  # cpu -> physical package (socket) id
-    numa_from_sysfs: bool = True  # False when sysfs had no node directory (non-NUMA kernel): one made-up node 0
+    __slots__ = ("cpus", "nodes", "siblings", "package", "numa_from_sysfs")
+
+    def __init__(
+        self,
+        cpus: tuple[int, ...],
+        nodes: Mapping[int, NumaNode],
+        siblings: Mapping[int, tuple[int, ...]],
+        package: Mapping[int, int],
+        numa_from_sysfs: bool = True,
+    ) -> None:
+        self.cpus = cpus
+        """Online CPUs."""
+        self.nodes = nodes
+        """Node id -> node (every online node, memory-only ones included)."""
+        self.siblings = siblings
+        """CPU -> hardware threads of its core (itself included)."""
+        self.package = package
+        """CPU -> physical package (socket) id."""
+        self.numa_from_sysfs = numa_from_sysfs
+        """False when sysfs had no node directory (non-NUMA kernel): one made-up node 0."""
 
     @property
     def cpu_nodes(self) -> tuple[NumaNode, ...]:
@@ -93,38 +115,40 @@ class Topology:
         return self.siblings.get(cpu, (cpu,))
 
 
-def _read(path: Path) -> str | None:
+def _read(path: str) -> str | None:
     try:
-        return path.read_text(encoding="ascii", errors="replace").strip()
+        with open(path, encoding="ascii", errors="replace") as handle:
+            return handle.read().strip()
     except OSError:
         return None
 
 
-def _read_list(path: Path) -> tuple[int, ...] | None:
+def _read_list(path: str) -> tuple[int, ...] | None:
     """A sysfs cpulist/nodelist file; '' (e.g. cpulist of a memory-only node) is the empty tuple."""
     text = _read(path)
     if text is None:
         return None
     if not text:
         return ()
-    return parse_cpus(text, what=str(path))
+    return parse_cpus(text, what=path)
 
 
-def _read_int(path: Path) -> int | None:
+def _read_int(path: str) -> int | None:
     text = _read(path)
-    if text is None or not re.fullmatch(r"-?[0-9]{1,9}", text):
+    digits = None if text is None else text.removeprefix("-")
+    if not digits or len(digits) > 9 or not (digits.isascii() and digits.isdigit()):
         return None
-    return int(text)
+    return int(text)  # type: ignore[arg-type]  # not None: digits came from it
 
 
-def _numbered(directory: Path, prefix: str) -> tuple[int, ...]:
+def _numbered(directory: str, prefix: str) -> tuple[int, ...]:
     """Ids of ``<prefix>N`` entries of a directory (fallback when an ``online`` file is missing)."""
     try:
         names = os.listdir(directory)
     except OSError:
         return ()
-    pattern = re.compile(re.escape(prefix) + r"([0-9]{1,5})")
-    return tuple(sorted(int(m.group(1)) for name in names if (m := pattern.fullmatch(name))))
+    numbers = [name[len(prefix) :] for name in names if name.startswith(prefix)]
+    return tuple(sorted(int(n) for n in numbers if 0 < len(n) <= 5 and n.isascii() and n.isdigit()))
 
 
 def read_topology(root: str | os.PathLike[str] = "/") -> Topology:
@@ -134,11 +158,10 @@ def read_topology(root: str | os.PathLike[str] = "/") -> Topology:
     a CPU without ``thread_siblings_list`` is its own core; without ``physical_package_id`` it is package 0.
     Only a missing CPU list is an error.
     """
-    base = Path(root)
-    cpu_dir = base / _CPU_DIR
-    node_dir = base / _NODE_DIR
+    cpu_dir = os.path.join(root, _CPU_DIR)
+    node_dir = os.path.join(root, _NODE_DIR)
 
-    online = _read_list(cpu_dir / "online")
+    online = _read_list(os.path.join(cpu_dir, "online"))
     if online is None:
         online = _numbered(cpu_dir, "cpu")
     if not online:
@@ -148,25 +171,25 @@ def read_topology(root: str | os.PathLike[str] = "/") -> Topology:
     siblings: dict[int, tuple[int, ...]] = {}
     package: dict[int, int] = {}
     for cpu in online:
-        topo = cpu_dir / f"cpu{cpu}" / "topology"
-        sib = _read_list(topo / "thread_siblings_list")
+        topo = os.path.join(cpu_dir, f"cpu{cpu}", "topology")
+        sib = _read_list(os.path.join(topo, "thread_siblings_list"))
         # Offline siblings are dropped so that every recorded sibling is a CPU we could bind to.
         siblings[cpu] = tuple(c for c in sib if c in online_set) if sib else (cpu,)
         if cpu not in siblings[cpu]:
             siblings[cpu] = tuple(sorted((*siblings[cpu], cpu)))
-        pkg = _read_int(topo / "physical_package_id")
+        pkg = _read_int(os.path.join(topo, "physical_package_id"))
         package[cpu] = pkg if pkg is not None and pkg >= 0 else 0
 
     nodes: dict[int, NumaNode] = {}
-    numa = node_dir.is_dir()
+    numa = os.path.isdir(node_dir)
     if numa:
-        node_ids = _read_list(node_dir / "online")
+        node_ids = _read_list(os.path.join(node_dir, "online"))
         if node_ids is None:
             node_ids = _numbered(node_dir, "node")
-        has_memory = _read_list(node_dir / "has_memory")
+        has_memory = _read_list(os.path.join(node_dir, "has_memory"))
         for nid in node_ids:
-            cpus = _read_list(node_dir / f"node{nid}" / "cpulist") or ()
-            dist_text = _read(node_dir / f"node{nid}" / "distance") or ""
+            cpus = _read_list(os.path.join(node_dir, f"node{nid}", "cpulist")) or ()
+            dist_text = _read(os.path.join(node_dir, f"node{nid}", "distance")) or ""
             values = dist_text.split()
             distance: dict[int, int] = {}
             # The distance file has one entry per *online* node, in node-id order (drivers/base/node.c).

@@ -46,7 +46,7 @@ class Request:
         self.list_recipes = False  # --list-recipes
         self.check: Optional[List[str]] = None  # --check [FILE|FOLDER ...]: recipes to validate (empty: all)
         self.provenance = False  # --provenance: which layer set each value
-        self.dry_run = False  # --dry-run (also added to overrides as dry_run=true)
+        self.dry_run = False  # --dry-run: the config's dry_run=true, set after composing
         self.save_plan: Optional[str] = None  # --save-plan FILE: compose once, write the plan, start nothing
         self.plan: Optional[str] = None  # --plan FILE: the per-rank path, no composition
 
@@ -99,7 +99,6 @@ def parse_argv(argv: List[str]) -> Request:
             request.provenance = True
         elif token == "--dry-run":
             request.dry_run = True
-            request.overrides.append("dry_run=true")
         elif token in ("--save-plan", "--plan") or token.startswith(("--save-plan=", "--plan=")):
             flag = token.partition("=")[0]
             value, index = _flag_value(argv, index)
@@ -184,3 +183,22 @@ def _env_name(name: str) -> str:
     if not is_env_name(name):
         raise LaunchError(f"env.{name}: not a valid environment variable name")
     return name
+
+
+USAGE = "usage: ds-helper [FLAG ...] [OVERRIDE ...] [SCRIPT [ARG ...]] [-- ARG ...]"
+
+
+FLAGS = (
+    ("--cfg job|all", "print the composed config and exit"),
+    ("--dry-run", "same as dry_run=true: show ranks, env changes and the command; start nothing"),
+    ("--provenance (or --explain)", "print each value of the composed config and the layer that set it"),
+    ("--list-recipes", "list the recipes recipe=NAME can choose, where each comes from"),
+    ("--check [FILE|FOLDER ...]", "validate recipes (default: every recipe on the path); start nothing"),
+    ("--save-plan FILE", "compose and check once, write the launch plan to FILE (JSON); start nothing"),
+    ("--plan FILE", "start this rank from a saved plan: no composition, standard library only"),
+    ("--debug", "show the traceback of an error (also DS_HELPER_DEBUG=1)"),
+    ("--version", "print the installed version and exit"),
+    ("-h, --help", "this help"),
+    ("--launcher NAME, --module, --no_python,", ""),
+    ("--bind_cores_to_rank, --bind_core_list L", "DeepSpeed launcher_helper's flags, same meaning"),
+)
