@@ -4,8 +4,8 @@
 
 What any in-process start with ds-helper's guarantees has to do beyond a bare ``python SCRIPT``, and nothing else:
 read the JSON plan with CPython's C scanner (no checks at all), arm kill-with-parent with ``prctl`` through ctypes'
-C core (as ds_helper/streams.py does), freeze the objects of the start out of the script's collections (as
-ds_helper/run.py does), then compile the script the plan names and run it as ``__main__``. The first ``compile``
+C core (as rank/inherit.py does), freeze the objects of the start out of the script's collections (as
+rank/inprocess.py does), then compile the script the plan names and run it as ``__main__``. The first ``compile``
 in a process builds the ``ast`` module's types (about 1 ms here), which a bare ``python SCRIPT`` never does; a
 script that imports ``ast``, ``inspect`` or ``dataclasses`` (torch does) pays it anyway. With ``--no-run`` it stops
 before compiling (for peak RSS).

@@ -18,6 +18,9 @@ Rows, each started as ``mpiexec -n N CMD`` in a scratch directory holding an emp
 - ``python script.py``: the bare interpreter (the clean venv's ``bin/python``; no pyenv shim in the way).
 - ``ds-helper --plan``: ``ds-helper --plan plan.json``, the plan saved once before timing by
   ``ds-helper log.quiet=true script=script.py --save-plan plan.json``.
+- ``ds-helper --plan, binding``: the same with a plan saved with ``bind=cores`` (one core per rank): binding's
+  modules and the reading of ``/sys`` on every rank. Run only where N is at most the CPUs this process may use
+  (``bind=cores`` refuses more ranks than cores).
 - ``floor: two interpreters (exec)``: ``python -c <exec python -u script.py>``: an interpreter that only execs the
   script's, what any start that ends in exec (``--plan``) costs at the least.
 - ``ds-helper --plan, run_mode=inprocess``: the same with a plan saved with ``run_mode=inprocess``: the script
@@ -80,6 +83,7 @@ DEEPSPEED_VENV = os.path.join(CACHE, "deepspeed-venv")
 CLEAN_VENV = os.path.join(CACHE, "clean-venv")
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HYDRA_FLOOR = os.path.join(CHECKOUT, "bench", "hydra_floor.py")
+ONE_CORE_PER_RANK = ("ds-helper --plan, binding",)  # rows run only where every rank gets a core of its own
 INPROCESS_FLOOR = os.path.join(CHECKOUT, "bench", "inprocess_floor.py")
 # An interpreter that only execs the next one, as --plan ends: the least any start that execs the script costs.
 EXEC_FLOOR = "import os, sys; os.execv(sys.executable, [sys.executable, '-u', sys.argv[1]])"
@@ -239,6 +243,7 @@ def main() -> None:
     )
     opts = parser.parse_args()
     load = os.getloadavg()
+    usable = len(os.sched_getaffinity(0))
 
     sizes = [int(n) for n in opts.sizes.split(",")]
     repeats = [int(r) for r in (opts.repeats or (QUICK_REPEATS if opts.quick else DEFAULT_REPEATS)).split(",")]
@@ -254,6 +259,8 @@ def main() -> None:
         for name, extra in (
             ("plan.json", []),
             ("plan-dry.json", ["dry_run=true"]),
+            ("plan-bind.json", ["bind=cores"]),
+            ("plan-bind-dry.json", ["bind=cores", "dry_run=true"]),
             ("plan-inprocess.json", ["run_mode=inprocess"]),
             ("plan-inprocess-dry.json", ["run_mode=inprocess", "dry_run=true"]),
         ):
@@ -263,6 +270,10 @@ def main() -> None:
         rows: Dict[str, tuple[List[str], List[str]]] = {  # name -> (command, its dry-run twin for RSS)
             "python script.py": ([python, "script.py"], [python, "script.py"]),
             "ds-helper --plan": ([ds_helper, "--plan", "plan.json"], [ds_helper, "--plan", "plan-dry.json"]),
+            "ds-helper --plan, binding": (
+                [ds_helper, "--plan", "plan-bind.json"],
+                [ds_helper, "--plan", "plan-bind-dry.json"],
+            ),
             "floor: two interpreters (exec)": ([python, "-c", EXEC_FLOOR, "script.py"], [python, "-c", "pass"]),
             "ds-helper --plan, run_mode=inprocess": (
                 [ds_helper, "--plan", "plan-inprocess.json"],
@@ -288,7 +299,9 @@ def main() -> None:
             rows["deepspeed launcher_helper"] = ([*helper, "script.py"], [opts.deepspeed, "-c", "import deepspeed"])
 
         results: Dict[tuple[int, str], Dict[str, float]] = {}
+        all_rows = rows
         for n, rounds in zip(sizes, repeats, strict=True):
+            rows = {name: row for name, row in all_rows.items() if name not in ONE_CORE_PER_RANK or n <= usable}
             mpiexec = [opts.mpiexec, "-n", str(n)]
             for cmd, _ in rows.values():
                 timed([*mpiexec, *cmd], work, env)  # warm-up: page cache, .pyc
@@ -323,7 +336,9 @@ def main() -> None:
     print("|" + "|".join("---:" if i != 1 else "---" for i in range(len(header))) + "|")
     for n in sizes:
         bare = results[(n, "python script.py")]["wall"]
-        for name in rows:
+        for name in all_rows:
+            if (n, name) not in results:
+                continue
             r = results[(n, name)]
             sc, own = ("-" if r[k] != r[k] else f"{r[k]:.0f}" for k in ("sc", "own"))
             cells = (

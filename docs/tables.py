@@ -5,7 +5,7 @@
 
 Each table sits between ``<!-- generated: NAME -->`` and ``<!-- end: NAME -->`` in README.md; everything else
 in the README is written by hand. Sources: conf/launcher/*.yaml, conf/bind/*.yaml with the ``bind`` keys' help
-in launcher/ds_helper/schema.py, and recipes/*.yaml.
+in launcher/ds_helper/compose/schema.py, and recipes/*.yaml.
 """
 
 from __future__ import annotations

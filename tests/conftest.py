@@ -8,6 +8,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -29,6 +30,7 @@ settings.register_profile("ci", derandomize=True, database=None)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
+sys.path.insert(0, str(Path(__file__).parent / "slurm"))  # the loopback Slurm cluster's helpers (tests/slurm/)
 pytest_plugins = ["slurm_fixture"]
 
 SCRIPTS = Path(__file__).parent / "scripts"

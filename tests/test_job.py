@@ -1,4 +1,4 @@
-"""The job side (ds_helper/job.py): shape validation, start commands as data, and jobs ds-helper starts itself."""
+"""The job side (job/): shape validation, start commands as data, and jobs ds-helper starts itself."""
 
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ TWO_BY_TWO = JobSpec(ranks=4, hosts=["n1", "n2"])
 @pytest.mark.parametrize(
     ("name", "job", "binds", "expected"),
     [
-        # MPICH mpiexec.adoc; DeepSpeed's MPICHRunner (shared/reference/deepspeed-launcher.md 4.3).
+        # MPICH mpiexec.adoc; the command line DeepSpeed's MPICHRunner builds.
         (
             "mpich",
             TWO_BY_TWO,

@@ -12,7 +12,7 @@ import pytest
 from conftest import DS_HELPER, MPICH, OPENMPI, SCRIPTS, assert_user_error, clean_env, ds, json_lines, mpich
 
 MPICH_JOB = ["launcher=mpich", f"job.program={MPICH}"]
-# Hydra's ssh launcher, with a stand-in for ssh: node1 and node2 are this machine (/etc/hosts, tests/SLURM.md).
+# Hydra's ssh launcher, with a stand-in for ssh: node1 and node2 are this machine (/etc/hosts, tests/slurm/README.md).
 TWO_NODES = [
     *MPICH_JOB,
     "job.hosts=[node1,node2]",

@@ -228,6 +228,7 @@ RANK_PATH = {
     "ds_helper.rank.plan",
     "ds_helper.rank.records",
     "ds_helper.rank.resolve",
+    "ds_helper.rank.textfile",
     "__future__",
     "_string",  # str.format's parser, built in: how log names are checked without `string` or `re`
     "_json",

@@ -1,4 +1,4 @@
-"""ds-helper under a real two-node Slurm cluster (two slurmd on loopback; tests/slurm_cluster.py)."""
+"""ds-helper under a real two-node Slurm cluster (two slurmd on loopback; tests/slurm/slurm_cluster.py)."""
 
 from __future__ import annotations
 
@@ -78,7 +78,7 @@ def test_scancel_sigterm_reaches_the_script(slurm_cluster) -> None:
             check=True,
         )
         job = squeue.stdout.split()[0]
-        # scancel of the job sends SIGTERM (then SIGKILL after KillWait) to the tasks (tests/SLURM.md).
+        # scancel of the job sends SIGTERM (then SIGKILL after KillWait) to the tasks (tests/slurm/README.md).
         subprocess.run(["scancel", job], env=slurm_cluster.env(), check=True)
         out, _ = proc.communicate(timeout=60)
         assert f"got signal {int(signal.SIGTERM)}" in out

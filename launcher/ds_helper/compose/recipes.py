@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 from ds_helper.rank.errors import LaunchError
+from ds_helper.rank.textfile import MAX_TEXT_CHARS, FileTooLarge, read_text
 
 SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 """The top of a source checkout (three folders above this file): conf/ and recipes/ are there when not installed."""
@@ -140,20 +141,17 @@ def _yaml() -> Any:
     return yaml
 
 
-MAX_BYTES = 1 << 20  # a recipe is a screenful of settings; a megabyte is already absurd
 MAX_VALUES = 10_000  # values once YAML aliases are expanded: stops "billion laughs" anchor bombs
 MAX_DEPTH = 64
 
 
 def read(path: str) -> str:
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read(MAX_BYTES + 1)
+        return read_text(path)
+    except FileTooLarge:
+        raise LaunchError.at(path, None, f"larger than {MAX_TEXT_CHARS} characters: not a recipe") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise LaunchError.at(path, None, f"cannot read: {exc}") from None
-    if len(text) > MAX_BYTES:
-        raise LaunchError.at(path, None, f"larger than {MAX_BYTES} bytes: not a recipe")
-    return text
 
 
 def _too_big(node: Any) -> Optional[str]:

@@ -7,6 +7,7 @@ from typing import Callable, List, Optional, Tuple
 
 from ds_helper.compose.schema import JobSpec
 from ds_helper.rank.errors import LaunchError
+from ds_helper.rank.textfile import read_text
 
 ReadFile = Callable[[str], str]
 
@@ -44,8 +45,7 @@ def parse_hostfile(text: str, where: str) -> List[Tuple[str, Optional[int]]]:
 
 def read_hostfile(path: str) -> str:
     try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read(1 << 20)
+        return read_text(path)
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         raise LaunchError(f"job.hostfile={path}: cannot read it ({reason})") from None

@@ -12,7 +12,7 @@ import _string  # type: ignore[import-not-found]  # the parser behind str.format
 from ds_helper.rank.errors import LaunchError
 from ds_helper.rank.plan import COMMAND_KINDS, RANK_FIELDS
 
-TYPE_CHECKING = False  # as in plan.py: typing is not imported on a rank's path
+TYPE_CHECKING = False  # typing is not imported on a rank's path
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
 
@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 LOG_PLACEHOLDERS = ("rank", "local_rank", "node_rank")
 RUN_MODES = ("exec", "inprocess")
 MAX_PORT = 65535
-MAX_COUNT = 1 << 31  # far above any real rank count (resolve.py reads manager numbers with the same bound)
+MAX_COUNT = 1 << 31
+"""Far above any real rank count: manager numbers (resolve.py) and fixed values are below it, which keeps absurd
+values out of ports and core maths."""
 _SPEC_CHARS = frozenset("0123456789d")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 
-from ds_helper.rank.checks import check_log_names
+from ds_helper.rank.checks import LOG_PLACEHOLDERS, check_log_names
 from ds_helper.rank.errors import LaunchError
 
 TYPE_CHECKING = False  # typing is not imported on a rank: the names below exist for mypy only
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 
 def _log_names(plan: Plan, launch: Launch) -> dict[str, str]:
-    values = {name: launch.ranks[name] for name in ("rank", "local_rank", "node_rank")}
+    values = {name: launch.ranks[name] for name in LOG_PLACEHOLDERS}
     fields = {name: ("" if value is None else str(value)) for name, value in values.items()}
     names = {key: getattr(plan.log, key).format(**fields) for key in ("out", "err", "prefix")}
     if plan.log.dir:

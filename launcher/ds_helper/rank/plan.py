@@ -20,7 +20,7 @@ else:
 # imports typing, dataclasses or re at run time: this module is on every rank's start-up path.
 
 PLAN_VAR = "DS_HELPER_PLAN"
-"""The one variable that carries a job's plan to every rank (ds_helper.job.launch); never reaches the script."""
+"""The one variable that carries a job's plan to every rank (job/launch.py); never reaches the script."""
 
 PLAN_FORMAT = 4
 """Bumped whenever a field changes meaning; a plan of another format is refused, never half-read."""

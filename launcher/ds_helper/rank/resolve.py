@@ -8,10 +8,11 @@ machine. Standard library only: this runs on every rank.
 from __future__ import annotations
 
 from ds_helper.rank import bind, hostlist
-from ds_helper.rank.checks import MAX_PORT, is_env_name
+from ds_helper.rank.checks import MAX_COUNT, MAX_PORT, is_env_name
 from ds_helper.rank.errors import LaunchError
 from ds_helper.rank.plan import RANK_FIELDS, command_argv
 from ds_helper.rank.records import Value
+from ds_helper.rank.textfile import read_text
 
 TYPE_CHECKING = False  # typing is not imported on a rank: the names below exist for mypy only
 if TYPE_CHECKING:
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 # What a missing rank's error lists as present: variables that look like some manager's rank numbers
 # (PMI_RANK, MPI_LOCALRANKID, SLURM_LOCALID, FLUX_JOB_SIZE, ...), whichever manager set them.
 _RANK_LIKE = ("RANK", "SIZE", "LOCALID", "NODEID", "LOCAL_ID")
-_MAX_INT = 1 << 31  # far above any real rank count; keeps absurd values out of ports and core maths
 
 
 class Change(Value):
@@ -44,11 +44,13 @@ class Change(Value):
 class Ranks(Value):
     """The five numbers of one rank, each with the source it came from (None where the manager is silent)."""
 
-    __slots__ = ("values", "sources")
+    __slots__ = ("values", "sources", "fixed")
 
-    def __init__(self, values: Dict[str, Optional[int]], sources: Dict[str, str]) -> None:
+    def __init__(self, values: Dict[str, Optional[int]], sources: Dict[str, str], fixed: Tuple[str, ...] = ()) -> None:
         self.values = values
         self.sources = sources
+        self.fixed = fixed
+        """The numbers the launcher itself fixed (launcher=local's rank 0 of 1): no manager's variable gave them."""
 
     def __getitem__(self, name: str) -> Optional[int]:
         return self.values[name]
@@ -85,11 +87,6 @@ class Launch(Value):
         """For the dry run: where every local rank of this node goes."""
         self.managed = managed
         """A process manager (or ds-helper's job side) started this rank: its rank came from the environment."""
-
-
-def read_text_file(path: str) -> str:
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        return handle.read(1 << 20)  # a host list, not a data set: bound what a bad path can cost
 
 
 # --- detection -----------------------------------------------------------------------------------------------
@@ -164,7 +161,7 @@ def _parse_count(name: str, text: str) -> int:
     value = text.strip()
     if not value.isdigit() or not value.isascii():
         raise LaunchError(f"{name}={text!r} is not a non-negative integer")
-    if len(value) > 10 or int(value) >= _MAX_INT:
+    if len(value) > 10 or int(value) >= MAX_COUNT:
         raise LaunchError(f"{name}={text!r} is out of range")
     return int(value)
 
@@ -192,8 +189,8 @@ def _read_source(source: str, env: Env) -> Optional[Tuple[int, str]]:
     return hostlist.count_at(env[list_name], index), f"{list_name}={env[list_name]} at {index_name}={index}"
 
 
-def fixed_source(spec: LauncherSpec) -> str:
-    """The source of a number the launcher fixes (launcher=local's rank 0): no manager's variable gave it."""
+def _fixed_by(spec: LauncherSpec) -> str:
+    """The source shown for a number the launcher fixes."""
     return f"fixed by launcher={spec.name}"
 
 
@@ -206,7 +203,7 @@ def _resolve_field(name: str, spec: LauncherSpec, env: Env) -> Tuple[Optional[in
             found.append(value)
     if not found:
         if name in spec.fixed:
-            return spec.fixed[name], fixed_source(spec)
+            return spec.fixed[name], _fixed_by(spec)
         return None, ""
     first_value, first_source = found[0]
     disagreeing = [source for value, source in found[1:] if value != first_value]
@@ -231,7 +228,8 @@ def resolve_ranks(spec: LauncherSpec, env: Env) -> Ranks:
     if values["node_rank"] is None and values["world_size"] is not None:
         if values["local_world_size"] == values["world_size"]:
             values["node_rank"], sources["node_rank"] = 0, "0: every rank is on this node"
-    return Ranks(values, sources)
+    fixed = tuple(name for name in RANK_FIELDS if sources[name] == _fixed_by(spec))
+    return Ranks(values, sources, fixed)
 
 
 def _check_bounds(values: Dict[str, Optional[int]], sources: Dict[str, str]) -> None:
@@ -311,6 +309,11 @@ def _first_host(source: HostSource, env: Env, read_file: ReadFile) -> Optional[s
     raise LaunchError(f"hosts: unknown format {source.format!r} for {source.var} (hostlist, lines, words)")
 
 
+def read_host_file(path: str) -> str:
+    """A manager's host file (PBS's node file, LSF's rank file): undecodable bytes cannot hide the first host."""
+    return read_text(path, errors="replace")
+
+
 def master_addr(
     spec: LauncherSpec, ranks: Ranks, master: MasterSpec, env: Env, read_file: ReadFile, job_hosts: Sequence[str] = ()
 ) -> Tuple[Optional[str], str]:
@@ -373,7 +376,7 @@ def resolve(
     plan: Plan,
     env: Env,
     extra_args: List[str],
-    read_file: ReadFile = read_text_file,
+    read_file: ReadFile = read_host_file,
     read_machine: bind.ReadMachine = bind.read_machine,
 ) -> Launch:
     """This rank's command and environment."""
@@ -425,5 +428,5 @@ def resolve(
         else:
             child[change.name] = change.value
     argv = [*command_argv(plan.command), *plan.args, *extra_args]
-    managed = ranks.sources["rank"] != fixed_source(spec)
+    managed = "rank" not in ranks.fixed
     return Launch(spec.name, why, ranks, argv, child, changes, notes, binding.placement, binding.table, managed)

@@ -95,7 +95,7 @@ class _Stream:
         self.at_line_start = True
         self.held = b""  # the prefixed start of a line not ended yet
         self.held_since = 0.0
-        # The file is new and empty: run.py created it (a log is never truncated).
+        # The file is new and empty: rank/logs.py created it (a log is never truncated).
         self.log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW) if log_path else None
 
     def feed(self, data: bytes) -> None:

@@ -33,7 +33,7 @@ def _like_nohup_with_a_blocked_signal() -> None:
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGUSR1])
 
 
-# --- signal state (issue 12 item 5) ---------------------------------------------------------------------------
+# --- signal state ----------------------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("mode", PROGRAM_MODES)
@@ -91,7 +91,7 @@ def test_a_program_piped_into_head_ends_quietly(mode: str) -> None:
     assert errors == b""
 
 
-# --- closed and failing standard streams (issue 12 item 8) -----------------------------------------------------
+# --- closed and failing standard streams -----------------------------------------------------------------------------
 
 STREAMS: Dict[str, Callable[[], Dict[str, object]]] = {
     "stdout closed": lambda: {"preexec_fn": lambda: os.close(1), "stderr": subprocess.PIPE},
@@ -140,7 +140,7 @@ def test_output_to_a_full_disk_is_one_error_line(command: List[str]) -> None:
     assert result.stderr == "ds-helper: error: cannot write the output: No space left on device\n"
 
 
-# --- the tee supervisor (issue 12 item 7) ------------------------------------------------------------------------
+# --- the tee supervisor ----------------------------------------------------------------------------------------------
 
 
 def _read_until(fd: int, word: bytes, timeout: float = 30) -> bytes:

@@ -1,9 +1,9 @@
 """Record real Slurm task environments into tests/data/env/slurm-*.json.
 
-Usage (root, Slurm installed, see tests/SLURM.md)::
+Usage (root, Slurm installed, see tests/slurm/README.md)::
 
-    python tests/slurm_record_env.py            # starts/reuses the loopback cluster
-    python tests/slurm_record_env.py --down     # ... and stops it afterwards
+    python tests/slurm/slurm_record_env.py            # starts/reuses the loopback cluster
+    python tests/slurm/slurm_record_env.py --down     # ... and stops it afterwards
 
 Every task dumps its whole os.environ as one JSON line. srun/sbatch are run
 from a minimal environment (PATH, HOME, USER, LANG, SLURM_CONF), so what the
@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import slurm_cluster
 
-OUT_DIR = Path(__file__).resolve().parent / "data" / "env"
+OUT_DIR = Path(__file__).resolve().parent.parent / "data" / "env"
 DUMP = "import json, os; print(json.dumps(dict(os.environ), sort_keys=True), flush=True)"
 NOISE = {"_", "OLDPWD"}  # set by bash in the batch script; nothing else is dropped
 
@@ -127,7 +127,7 @@ def write(name: str, description: str, launcher: str, ranks: list[dict], version
     doc = {
         "manager": "slurm",
         "description": f"{description} on the two-node loopback cluster (slurm-wlm {version})",
-        "sources": [f"recorded on a real slurm-wlm {version} cluster by tests/slurm_cluster.py, {today}"],
+        "sources": [f"recorded on a real slurm-wlm {version} cluster by tests/slurm/slurm_cluster.py, {today}"],
         "expect_launcher": launcher,
         "files": {},
         "ranks": ranks,

@@ -1,6 +1,6 @@
-"""Probe how Slurm signals tasks and what srun exits with (see tests/SLURM.md).
+"""Probe how Slurm signals tasks and what srun exits with (see tests/slurm/README.md).
 
-    python tests/slurm_probe_signals.py     # needs the loopback cluster (started/reused)
+    python tests/slurm/slurm_probe_signals.py     # needs the loopback cluster (started/reused)
 
 Prints one line per experiment. Stdlib only, argv lists only.
 """

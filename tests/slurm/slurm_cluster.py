@@ -20,9 +20,9 @@ pmi2 and cray_shasta; it is also a dependency of the three slurm packages.)
 
 Command line::
 
-    python tests/slurm_cluster.py up       # start (or reuse), print client env
-    python tests/slurm_cluster.py status   # exit 0 if up
-    python tests/slurm_cluster.py down     # kill every daemon, remove state dir
+    python tests/slurm/slurm_cluster.py up       # start (or reuse), print client env
+    python tests/slurm/slurm_cluster.py status   # exit 0 if up
+    python tests/slurm/slurm_cluster.py down     # kill every daemon, remove state dir
 
 Clients only need ``SLURM_CONF`` (see ``SLURM_CONF`` / ``client_env()``).
 Stdlib only; subprocess argv lists only.
@@ -195,7 +195,7 @@ def _write_config() -> None:
         for n, p in zip(NODES, node_ports, strict=True)
     )
     conf = f"""\
-# Written by tests/slurm_cluster.py: two-node loopback test cluster.
+# Written by tests/slurm/slurm_cluster.py: two-node loopback test cluster.
 ClusterName={CLUSTER_NAME}
 SlurmctldHost={host}(127.0.0.1)
 SlurmctldPort={ctld_port}
@@ -465,7 +465,7 @@ def main(argv: list[str]) -> int:
         states = node_states()
         print(" ".join(f"{n}={s}" for n, s in sorted(states.items())) or "down")
         return 0 if is_up() else 1
-    print("usage: python tests/slurm_cluster.py up|down|status", file=sys.stderr)
+    print("usage: python tests/slurm/slurm_cluster.py up|down|status", file=sys.stderr)
     return 2
 
 

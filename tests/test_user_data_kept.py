@@ -1,4 +1,4 @@
-"""Issue 12 (hardening round 2): nothing of the user's is lost, overwritten or silently changed.
+"""Nothing of the user's is lost, overwritten or silently changed.
 
 Each test stands for a class of mistakes (files ds-helper writes, per-rank logs, kill-with-parent, competing
 managers, YAML typing in recipes, damaged plans, resolver escapes, port numbers), run through the installed

@@ -11,7 +11,7 @@ conftest.py. Then::
 The fixture skips only when the ``srun`` binary is absent. If srun is installed
 but the cluster does not come up, the test errors (with the daemons' logs).
 The cluster is stopped at the end of the session only if this session started
-it; a cluster started beforehand (``python tests/slurm_cluster.py up``, e.g. by
+it; a cluster started beforehand (``python tests/slurm/slurm_cluster.py up``, e.g. by
 .ci/run) is reused and left running.
 """
 
@@ -61,7 +61,7 @@ class SlurmCluster:
 @pytest.fixture(scope="session")
 def slurm_cluster():
     if not _cluster.have_slurm():
-        pytest.skip("srun not installed (apt-get line in tests/slurm_cluster.py)")
+        pytest.skip("srun not installed (apt-get line in tests/slurm/slurm_cluster.py)")
     started = not _cluster.is_up()
     _cluster.start()
     try:
