@@ -6,6 +6,8 @@ import json
 import re
 import runpy
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,3 +54,24 @@ def test_the_readme_example_launch_starts_its_ranks() -> None:
     assert result.returncode == 0, result.stderr
     ranks = sorted(json.loads(line)["RANK"] for line in result.stdout.splitlines())
     assert ranks == [str(rank) for rank in range(len(ranks))] and len(ranks) >= 2
+
+
+def _install_commands() -> list[str]:
+    section = (ROOT / "README.md").read_text().split("## Install\n", 1)[1].split("\n## ", 1)[0]
+    return [line.strip().split("  #", 1)[0].strip() for line in section.splitlines() if line.startswith("    ")]
+
+
+def test_the_readme_user_install_is_one_pip_line_that_gives_a_working_ds_helper(tmp_path: Path) -> None:
+    # A user's machine: a fresh venv with nothing of the suite's, the README's line run as written, from a clone.
+    (install,) = _install_commands()
+    assert install == "pip install ."
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = shlex.split(install)
+    installed = subprocess.run(
+        [str(venv / "bin" / pip[0]), *pip[1:], "-q"], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert installed.returncode == 0, installed.stderr
+    result = run([str(venv / "bin" / "ds-helper"), "job.ranks=2", "tests/scripts/show.py"], cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert sorted(json.loads(line)["RANK"] for line in result.stdout.splitlines()) == ["0", "1"]

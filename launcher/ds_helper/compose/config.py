@@ -445,7 +445,7 @@ def _without_hydra(cfg: DictConfig) -> DictConfig:
     return OmegaConf.masked_copy(cfg, [str(key) for key in cfg if key != "hydra"])
 
 
-def _plain(cfg: DictConfig) -> Dict[str, Any]:
+def _as_dict(cfg: DictConfig) -> Dict[str, Any]:
     data: Dict[str, Any] = OmegaConf.to_container(_without_hydra(cfg), resolve=True)  # type: ignore[assignment]
     return data
 
@@ -466,13 +466,13 @@ def provenance(overrides: List[str], script: Optional[str], env: Dict[str, Optio
             layers: List[tuple[str, Dict[str, Any]]] = [
                 ("default (schema)", _leaves(OmegaConf.to_container(OmegaConf.structured(Config))))
             ]
-            base = _leaves(_plain(compose(config_name="config", overrides=groups)))
+            base = _leaves(_as_dict(compose(config_name="config", overrides=groups)))
             layers.append(("group", base))
             for item in loaded:
                 label = f"recipe {item.recipe.name} ({item.recipe.path})"
                 recipe_overrides = [*groups, f"recipe={item.recipe.name}"]
-                layers.append((label, _leaves(_plain(compose(config_name="config", overrides=recipe_overrides)))))
-            layers.append(("command line", _leaves(_plain(final))))
+                layers.append((label, _leaves(_as_dict(compose(config_name="config", overrides=recipe_overrides)))))
+            layers.append(("command line", _leaves(_as_dict(final))))
         except (HydraException, OmegaConfBaseException) as exc:
             raise LaunchError(explain(exc)) from exc
     last = layers[-1][1]

@@ -102,7 +102,7 @@ class Record:
         cls._READERS = {name: _reader(kind, f"{cls.__name__}.{name}") for name, kind in cls.FIELDS.items()}
 
     def __init__(self, **values: Any) -> None:
-        self._fill(values, type(self).__name__)
+        self._set_fields(values, type(self).__name__)
 
     @classmethod
     def from_data(cls, data: Any, where: str) -> "Any":
@@ -110,10 +110,10 @@ class Record:
         if not isinstance(data, dict):
             raise LaunchError(f"{where}: expected an object, got {type(data).__name__}")
         record = cls.__new__(cls)
-        record._fill(data, where)
+        record._set_fields(data, where)
         return record
 
-    def _fill(self, data: "dict[str, Any]", where: str) -> None:
+    def _set_fields(self, data: "dict[str, Any]", where: str) -> None:
         unknown = sorted(set(data) - set(self.FIELDS))
         if unknown:
             raise LaunchError(f"{where}: unknown field(s) {', '.join(unknown)}")
@@ -125,7 +125,7 @@ class Record:
 
     def to_data(self) -> "dict[str, Any]":
         """The record as JSON-ready data (nested records as objects)."""
-        return {name: _plain(getattr(self, name)) for name in self.FIELDS}
+        return {name: _as_json_data(getattr(self, name)) for name in self.FIELDS}
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and self.to_data() == other.to_data()
@@ -134,13 +134,13 @@ class Record:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in vars(self).items())})"
 
 
-def _plain(value: Any) -> Any:
+def _as_json_data(value: Any) -> Any:
     if isinstance(value, Record):
         return value.to_data()
     if isinstance(value, list):
-        return [_plain(item) for item in value]
+        return [_as_json_data(item) for item in value]
     if isinstance(value, dict):
-        return {key: _plain(item) for key, item in value.items()}
+        return {key: _as_json_data(item) for key, item in value.items()}
     return value
 
 

@@ -54,14 +54,14 @@ def _err(what: str, message: str) -> LaunchError:
     return LaunchError(f"{what}: {message}")
 
 
-def _show(text: str, limit: int = 40) -> str:
+def _quoted(text: str, limit: int = 40) -> str:
     """Quote user text for a one-line message: repr() escapes newlines, long input is shortened."""
     if len(text) > limit:
         text = text[:limit] + "..."
     return repr(text)
 
 
-def _show_obj(value: object, limit: int = 40) -> str:
+def _quoted_value(value: object, limit: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[:limit] + "..."
 
@@ -77,27 +77,27 @@ def _check_id(cpu: int, what: str, shown: str) -> None:
 def _add_text(text: str, mask: bytearray, what: str) -> None:
     """Mark the CPUs named by one cpuset string in ``mask`` (a bytearray of MAX_CPUS flags)."""
     if not text.strip():
-        raise _err(what, f"empty CPU list {_show(text)} (expected e.g. '0-31' or '0-3,8-11')")
+        raise _err(what, f"empty CPU list {_quoted(text)} (expected e.g. '0-31' or '0-3,8-11')")
     for raw in text.split(","):
         item = raw.strip()
         if not item:
-            raise _err(what, f"empty item in {_show(text)} (doubled or trailing comma?)")
+            raise _err(what, f"empty item in {_quoted(text)} (doubled or trailing comma?)")
         numbers = _item_numbers(item)
         if numbers is None:
             raise _err(
                 what,
-                f"{_show(item)} is not a CPU number or range (expected forms: 3, 0-31, 0-31:2, joined by commas)",
+                f"{_quoted(item)} is not a CPU number or range (expected forms: 3, 0-31, 0-31:2, joined by commas)",
             )
         if any(len(number) > _MAX_DIGITS for number in numbers):
-            raise _err(what, f"number too large in {_show(item)} (CPU ids must be below {MAX_CPUS})")
+            raise _err(what, f"number too large in {_quoted(item)} (CPU ids must be below {MAX_CPUS})")
         start = int(numbers[0])
         end = int(numbers[1]) if len(numbers) > 1 else start
         stride = int(numbers[2]) if len(numbers) > 2 else 1
         if end < start:
-            raise _err(what, f"reversed range {_show(item)}")
+            raise _err(what, f"reversed range {_quoted(item)}")
         if stride < 1:
-            raise _err(what, f"stride must be at least 1 in {_show(item)}")
-        _check_id(end, what, _show(item))
+            raise _err(what, f"stride must be at least 1 in {_quoted(item)}")
+        _check_id(end, what, _quoted(item))
         # Slice assignment marks the whole range in C: no per-CPU Python loop, no big intermediate list.
         count = len(range(start, end + 1, stride))
         mask[start : end + 1 : stride] = b"\x01" * count
@@ -118,7 +118,7 @@ def _add_value(value: object, mask: bytearray, what: str) -> None:
         return
     raise _err(
         what,
-        f"expected a CPU id or a range string, got {type(value).__name__} {_show_obj(value)}",
+        f"expected a CPU id or a range string, got {type(value).__name__} {_quoted_value(value)}",
     )
 
 
@@ -142,14 +142,14 @@ def parse_cpus(value: object, *, what: str = "bind.cores") -> tuple[int, ...]:
             else:
                 raise _err(
                     what,
-                    f"list items must be CPU ids or range strings, got {type(item).__name__} {_show_obj(item)}",
+                    f"list items must be CPU ids or range strings, got {type(item).__name__} {_quoted_value(item)}",
                 )
     elif value is None:
         raise _err(what, "no CPU list given (None)")
     else:
         raise _err(
             what,
-            f"expected a CPU list like '0-3,8-11', an int or a list, got {type(value).__name__} {_show_obj(value)}",
+            f"expected a CPU list like '0-3,8-11', an int or a list, got {type(value).__name__} {_quoted_value(value)}",
         )
     # bytes.find skips runs of zeros in C, so a sparse mask is cheap to read back.
     cpus: list[int] = []
