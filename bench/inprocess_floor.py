@@ -40,7 +40,7 @@ def main() -> None:
     _Prctl(("prctl", _Process))(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
     if sys.argv[1] == "--no-run":
         return
-    path = plan["argv"][-1]
+    path = plan["command"]["target"]
     with open(path, "rb") as handle:
         code = compile(handle.read(), path, "exec", dont_inherit=True)
     gc.freeze()
