@@ -52,6 +52,8 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("errors")
     shutil.copy(SCRIPTS / "show.py", folder)
     (folder / "damaged-plan.json").write_text("{\n")
+    (folder / "hosts-option").write_text("node1 slots=2\n-oProxyCommand=x slots=2\n")  # hostfiles as users have them
+    (folder / "hosts-digits").write_text("node1 slots=\u0662\n")
     saved = subprocess.run(
         [DS_HELPER, "--save-plan", "plan.json", "show.py"], cwd=folder, env=clean_env(), capture_output=True, text=True
     )

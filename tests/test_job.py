@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import time
@@ -26,7 +27,8 @@ from conftest import (
 )
 from ds_helper.compose.config import hydra_context, load_launchers
 from ds_helper.compose.schema import JobSpec, LauncherSpec
-from ds_helper.job.shape import Shape, job_shape, parse_hostfile
+from ds_helper.job.hostfile import parse_hostfile
+from ds_helper.job.shape import Shape, job_shape
 from ds_helper.job.start import start_command
 from ds_helper.rank.errors import LaunchError
 from ds_helper.rank.load import plan_from_json
@@ -64,8 +66,8 @@ def test_a_consistent_subset_of_job_keys_gives_the_whole_shape(job: JobSpec, sha
         (JobSpec(ranks=4, nodes=2, ranks_per_node=4), "job.ranks=4 is not job.nodes=2 x 4 ranks per node"),
         (JobSpec(nodes=3, hosts=["a", "b"]), "job.nodes=3 but only 2 host(s): a, b"),
         (JobSpec(ranks=0), "job.ranks=0: must be a positive number"),
-        (JobSpec(hosts=["a", "a"]), "a host is listed twice"),
-        (JobSpec(hosts=["a b"]), "host names without spaces or commas"),
+        (JobSpec(hosts=["a", "a"]), "job.hosts: host a is listed twice"),
+        (JobSpec(hosts=["a b"]), "job.hosts: 'a b' is not a host name"),
         (JobSpec(hosts=["a"], hostfile="h"), "give job.hosts or job.hostfile, not both"),
     ],
 )
@@ -334,11 +336,11 @@ def test_a_rank_placed_round_robin_is_refused_naming_both_layouts() -> None:
 
 
 def test_the_plan_loader_refuses_a_damaged_job_field() -> None:
-    text = plan_to_json(_plan("mpich", job_port=31234)).replace('"job_port": 31234', '"job_port": -1')
+    text = plan_to_json(_plan("mpich", job_port=31234)).replace('"job_port":31234', '"job_port":-1')
     with pytest.raises(LaunchError, match="job_port: -1 is not a positive number"):
         plan_from_json(text)
     with pytest.raises(LaunchError, match="job_hosts"):
-        plan_from_json(plan_to_json(_plan("mpich")).replace('"job_hosts": []', '"job_hosts": "n1"'))
+        plan_from_json(plan_to_json(_plan("mpich")).replace('"job_hosts":[]', '"job_hosts":"n1"'))
 
 
 # --- jobs ds-helper starts itself (no manager) ---------------------------------------------------------------
@@ -446,7 +448,11 @@ def test_dry_run_shows_the_manager_command_and_the_layout_and_starts_nothing() -
     )
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert f'command: mpiexec.hydra -n 4 -ppn 2 -hosts node1,node2 -bind-to none -genv {PLAN_VAR} "${PLAN_VAR}" ' in out
+    plan = re.search(r"plan written to (\S+);", out).group(1)  # type: ignore[union-attr]
+    read = f'"$(cat {plan})"'
+    manager = f"mpiexec.hydra -n 4 -ppn 2 -hosts node1,node2 -bind-to none -genv {PLAN_VAR} {read} "
+    assert f"command: {PLAN_VAR}={read} {manager}" in out
+    assert plan_from_json(Path(plan).read_text()).job_ranks == 4
     table = out[out.index("rank  node") :].splitlines()
     assert [line.split()[:4] for line in table[1:5]] == [
         ["0", "0", "node1", "0"],

@@ -406,7 +406,7 @@ def test_missing_damaged_and_foreign_plans_are_one_clear_line(tmp_path: Path, sa
         (_write(tmp_path, "empty.json", b""), "not a ds-helper plan"),
         (_write(tmp_path, "list.json", b"[1]"), "is not the format"),
         (_other_format(tmp_path, saved_plan), f"plan format {PLAN_FORMAT + 1} is not the format {PLAN_FORMAT}"),
-        (_write(tmp_path, "type.json", good.replace(b'"auto": true', b'"auto": "yes"')), "auto: 'yes' is not"),
+        (_write(tmp_path, "type.json", good.replace(b'"auto":true', b'"auto":"yes"')), "auto: 'yes' is not"),
         (_write(tmp_path, "extra.json", good.replace(b'"auto":', b'"bogus": 1, "auto":')), "unknown field(s) bogus"),
     ]
     for path, fragment in cases:

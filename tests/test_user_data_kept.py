@@ -179,7 +179,7 @@ def run_limited(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
         (["master.port_base=60000"], "master.port_span=10000 with master.port_base=60000"),
         (["master.port_span=0"], "master.port_span=0"),
         (["master.default_port=70000"], "master.default_port=70000"),
-        (["log.grace=nan"], "log.grace=nan: must not be negative"),
+        (["log.grace=nan"], "log.grace=nan: must be a finite number of seconds"),
     ],
 )
 def test_ports_out_of_range_are_one_line(work: Path, overrides: list[str], fragment: str) -> None:

@@ -111,6 +111,8 @@ def start_rank(plan: Plan, env: Mapping[str, str], extra_args: List[str]) -> NoR
     from ds_helper.rank.become import become
     from ds_helper.rank.resolve import resolve
 
+    if PLAN_VAR in env:  # inherited from a job around this process: never the script's
+        env = {name: value for name, value in env.items() if name != PLAN_VAR}
     become(plan, resolve(plan, env, extra_args))
 
 
@@ -128,11 +130,12 @@ def compose_and_start(request: Request) -> int:
         return views.print_config(config)
 
     from ds_helper.compose.planner import make_plan
-    from ds_helper.job.launch import plan_for_ranks, start_if_job
+    from ds_helper.job.launch import plan_for_ranks, saved_plan_hint, start_if_job
 
     plan = make_plan(config, candidates)
     if request.save_plan is not None:
-        return views.save_plan_file(plan_for_ranks(plan, config.job), request.save_plan, request.script_args)
+        hint = saved_plan_hint(plan, config.job, request.save_plan, os.environ)  # a job's mistakes before writing
+        return views.save_plan_file(plan_for_ranks(plan, config.job), request.save_plan, request.script_args, hint)
     start_rank(start_if_job(plan, config.job, request.script_args, os.environ), os.environ, request.script_args)
 
 

@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ds_helper.compose import recipes
 from ds_helper.compose.schema import BindSpec, Config, HostSource, LauncherSpec, StartSpec
+from ds_helper.rank.checks import check_start
 from ds_helper.rank.errors import LaunchError
 
 SCHEMA_NAME = "ds_helper_schema"
@@ -193,6 +194,10 @@ def _register_site_launchers() -> None:
                 raise LaunchError.at(path, line, explain(exc)) from None
             if not isinstance(spec, LauncherSpec) or spec.name != name:
                 raise LaunchError.at(path, lines.get("name", 1), f"name is {data.get('name')!r}, expected {name!r}")
+            try:
+                check_start(spec.start, f"launcher={name}")
+            except LaunchError as exc:
+                raise LaunchError.at(path, lines.get("start", 1), exc.message) from None
             store.store(group="launcher", name=name, node=data)
             _site_launchers[name] = path
 

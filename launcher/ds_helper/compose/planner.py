@@ -71,6 +71,8 @@ def save_plan(plan: Plan, path: str) -> None:
     just before it is replaced. A symlink to an earlier plan keeps pointing at it: the target is rewritten.
     """
     where = f"--save-plan {path}"
+    if path.endswith(os.sep):
+        raise LaunchError(f"{where}: ends with '{os.sep}', so it names a folder; give the plan's file name")
     target = os.path.realpath(path)
     _replaceable(path, target, where)
     folder, name = os.path.split(target)
@@ -122,6 +124,8 @@ def _command(config: Config) -> dict[str, Any]:
             raise LaunchError(f"script {config.script!r} is a folder without __main__.py")
     elif kind == "script" and not os.path.isfile(config.script):
         raise LaunchError(f"script {config.script!r} not found (from {os.getcwd()})")
+    elif kind == "script" and not os.access(config.script, os.R_OK):
+        raise LaunchError(f"script {config.script!r} is not readable")
     return {"kind": kind, "target": config.script, "python": python, "unbuffered": config.unbuffered}
 
 

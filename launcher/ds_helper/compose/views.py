@@ -103,11 +103,11 @@ def print_provenance(overrides: List[str], script: Optional[str], env: Dict[str,
     return 0
 
 
-def save_plan_file(plan: Plan, path: str, script_args: List[str]) -> int:
+def save_plan_file(plan: Plan, path: str, script_args: List[str], hint: str) -> int:
     """--save-plan FILE: the plan, with the script's arguments of this command line (those after -- of a later
-    ``--plan`` follow them), and a line saying how to use it."""
+    ``--plan`` follow them), and a line saying how to use it (``hint``: job/launch.py, saved_plan_hint)."""
     plan.args = [*plan.args, *script_args]
     save_plan(plan, path)
     if not plan.log.quiet:
-        say(f"plan saved to {path}; start each rank with: ds-helper --plan {path}")
+        say(f"plan saved to {path}; {hint}")
     return 0

@@ -12,17 +12,29 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import replace
-from typing import List, Mapping, NoReturn
+from typing import List, Mapping, NoReturn, Optional
 
 from ds_helper.compose.schema import JobSpec
 from ds_helper.job.dryrun import job_size, node_binding, print_job, shown_command
 from ds_helper.job.local import local_rank_env, supervise_local_ranks
-from ds_helper.job.shape import job_shape, shape_given
-from ds_helper.job.start import free_port, job_starter, rank_command, rank_plan, start_command, with_layout
+from ds_helper.job.shape import Shape, job_shape, local_shape, runs_here, shape_given
+from ds_helper.job.start import (
+    check_plan_size,
+    free_port,
+    job_starter,
+    outer_rank_variables,
+    plan_size,
+    rank_command,
+    rank_plan,
+    start_command,
+    with_layout,
+)
 from ds_helper.rank.bind import asks_for_binding
+from ds_helper.rank.checks import check_log_names
+from ds_helper.rank.describe import quote_command
 from ds_helper.rank.errors import LaunchError, say
 from ds_helper.rank.plan import PLAN_VAR, LauncherSpec, Plan, plan_to_json
+from ds_helper.rank.resolve import omp_share
 
 
 def start_if_job(plan: Plan, job: JobSpec, args: List[str], env: Mapping[str, str]) -> Plan:
@@ -39,6 +51,13 @@ def plan_for_ranks(plan: Plan, job: JobSpec) -> Plan:
     return with_layout(plan, job_shape(job)) if shape_given(job) else plan
 
 
+def check_once(plan: Plan, shape: Shape) -> None:
+    """What every rank would find wrong, found once here before any starts (the script and the plan's own checks
+    were made with the plan: compose/planner.py)."""
+    if plan.log.dir:
+        check_log_names(plan.log, shape.ranks, 0)
+
+
 def start_job(
     plan: Plan, spec: LauncherSpec, job: JobSpec, args: List[str], env: Mapping[str, str], binds: bool
 ) -> NoReturn:
@@ -46,28 +65,29 @@ def start_job(
     shape = job_shape(job)
     local = spec.start.local
     if local:
-        if (shape.nodes or 1) > 1 or (shape.ranks_per_node not in (None, shape.ranks)):
-            raise LaunchError(
-                f"launcher={spec.name} starts ranks on this machine only; a job on several nodes needs a manager "
-                "(launcher=mpich, openmpi, slurm, ...)"
-            )
-        if shape.ranks is None:
-            raise LaunchError(f"launcher={spec.name}: give job.ranks=N to start N ranks on this machine")
-        shape = replace(shape, nodes=1, ranks_per_node=shape.ranks)
-    if binds and (local or (shape.nodes == 1 and not shape.hosts)):
+        shape = local_shape(spec.name, job, shape)
+    check_once(plan, shape)
+    if binds and runs_here(local, shape):
         node_binding(plan, spec, shape)  # the ranks run on this machine: a binding that cannot work fails here, once
     port = plan.master.port if plan.master.port is not None else free_port()
     ranks = rank_plan(plan, spec, shape, port, args)
     text = plan_to_json(ranks)
     command = rank_command() if local else start_command(spec, job, shape, binds, env, text)
+    size = plan_size(spec, text)
     if plan.dry_run:
-        print_job(ranks, spec, shape, command, local, text)
+        print_job(ranks, spec, shape, command, local, text, size)
         raise SystemExit(0)
-    base = {k: v for k, v in env.items() if k != PLAN_VAR}
+    check_plan_size(size)
+    nested = local and any(name in env for name in spec.rank)  # started from a rank of another job
+    outer = outer_rank_variables(plan, spec) if nested else []
+    base = {k: v for k, v in env.items() if k != PLAN_VAR and k not in outer}
     base[PLAN_VAR] = text
+    threads = omp_note(ranks, env, shape if local else None)
     if local:
-        size = shape.ranks or 1
-        envs = [{**base, **local_rank_env(spec, rank, size)} for rank in range(size)]
+        if threads and not plan.log.quiet:
+            say(f"job of {job_size(shape)} on this machine{threads}")
+        count = shape.ranks or 1
+        envs = [{**base, **local_rank_env(spec, rank, count)} for rank in range(count)]
         sys.stdout.flush()
         code = supervise_local_ranks(command, envs, plan.log.grace)
         sys.stderr.flush()
@@ -78,9 +98,41 @@ def start_job(
     if program is None:
         raise LaunchError(f"launcher={spec.name}: {command[0]!r} not found on PATH (job.program=NAME picks another)")
     if not plan.log.quiet:
-        say(f"job of {job_size(shape)}: {shown_command(command, text)}")
+        say(f"job of {job_size(shape)}{threads}: {shown_command(command, text)}")
     sys.stderr.flush()
     try:
         os.execve(program, command, base)
     except OSError as exc:
         raise LaunchError(f"cannot run {program}: {exc.strerror}") from None
+
+
+def omp_note(plan: Plan, env: Mapping[str, str], local: Optional[Shape]) -> str:
+    """What the launch line says about OMP_NUM_THREADS, once per job (rank/resolve.py omp_share sets it per rank)."""
+    share = omp_share(plan, env, local.ranks_per_node if local is not None else 1)
+    if share is None:
+        return ""
+    if local is None:
+        return " (OMP_NUM_THREADS: each rank's share of its node's CPUs, unless set)"
+    cpus = len(os.sched_getaffinity(0))
+    return f" (OMP_NUM_THREADS={share}: each rank's share of this machine's {cpus} CPUs, unless set)"
+
+
+def saved_plan_hint(plan: Plan, job: JobSpec, path: str, env: Mapping[str, str]) -> str:
+    """How to start what a saved plan describes. ``ds-helper --plan FILE`` starts one rank, so a job's plan needs
+    a manager's command around it; checked like the job itself, before the plan is written."""
+    rank = ["ds-helper", "--plan", path]
+    spec = job_starter(plan, job, env)
+    if spec is None or not shape_given(job) or spec.start.cannot:
+        return f"start each rank with: {quote_command(rank)}"
+    shape = job_shape(job)
+    if not spec.start.local:
+        command = start_command(spec, job, shape, asks_for_binding(plan.bind), env, "", rank_argv=rank)
+        return f"start it with: {quote_command(command)}"
+    count = local_shape(spec.name, job, shape).ranks
+    if not plan.auto:
+        return (
+            f"a plan of launcher={spec.name} runs one rank; for the {count} ranks of this job, save it with "
+            f"launcher=auto and start it under a manager (mpiexec -n {count} ds-helper --plan FILE)"
+        )
+    start = quote_command(["mpiexec", "-n", str(count), *rank])
+    return f"ds-helper --plan starts one rank, so a manager starts this job's {count}; start it with: {start}"

@@ -55,8 +55,10 @@ def supervise_local_ranks(command: List[str], envs: List[Dict[str, str]], grace:
     children: Dict[int, subprocess.Popen[bytes]] = {}
     setup = _child_setup(os.getpid())
     try:
-        for env in envs:
-            proc = subprocess.Popen(command, env=env, preexec_fn=setup)
+        for index, env in enumerate(envs):
+            # As under mpiexec: descriptors passed down to ds-helper stay open in every rank; stdin is rank 0's.
+            stdin = None if index == 0 else subprocess.DEVNULL
+            proc = subprocess.Popen(command, env=env, preexec_fn=setup, close_fds=False, stdin=stdin)
             children[proc.pid] = proc
     except OSError as exc:
         for proc in children.values():

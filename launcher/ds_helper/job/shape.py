@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Callable, List, Optional
 
 from ds_helper.compose.schema import JobSpec
+from ds_helper.job.hostfile import check_hosts, parse_hostfile, read_hostfile
 from ds_helper.rank.errors import LaunchError
-from ds_helper.rank.textfile import read_text
 
 ReadFile = Callable[[str], str]
 
@@ -22,38 +22,47 @@ class Shape:
     hosts: List[str] = field(default_factory=list)
 
 
-def parse_hostfile(text: str, where: str) -> List[Tuple[str, Optional[int]]]:
-    """``host [slots=N]`` a line, ``#`` comments, blank lines ignored (DeepSpeed's and Open MPI's format)."""
-    entries: List[Tuple[str, Optional[int]]] = []
-    for number, raw in enumerate(text.splitlines(), 1):
-        words = raw.split("#", 1)[0].split()
-        if not words:
-            continue
-        host, slots = words[0], None
-        for word in words[1:]:
-            key, equals, value = word.partition("=")
-            if key != "slots" or not equals or not value.isdigit() or int(value) < 1:
-                raise LaunchError(f"{where}:{number}: {word!r}: expected slots=N (N >= 1) after the host name")
-            slots = int(value)
-        if any(host == seen for seen, _ in entries):
-            raise LaunchError(f"{where}:{number}: host {host} is listed twice")
-        entries.append((host, slots))
-    if not entries:
-        raise LaunchError(f"{where}: no hosts in the file")
-    return entries
-
-
-def read_hostfile(path: str) -> str:
-    try:
-        return read_text(path)
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise LaunchError(f"job.hostfile={path}: cannot read it ({reason})") from None
-
-
 def shape_given(job: JobSpec) -> bool:
     """The user asked for a job shape (any job.* key of the shape)."""
     return any(v is not None for v in (job.ranks, job.nodes, job.ranks_per_node, job.hostfile)) or bool(job.hosts)
+
+
+def manager_keys(job: JobSpec) -> List[str]:
+    """The job.* keys given that only a process manager can act on (ds-helper's own ranks run here only)."""
+    return [f"job.{name}" for name in ("hosts", "hostfile", "program", "manager_args") if getattr(job, name)]
+
+
+MAX_LOCAL_RANKS = 1024
+"""Ranks ds-helper starts on one machine: each is a process with an interpreter of its own, and 1024 is far
+above the CPUs or GPUs of one machine (a hostfile line ``localhost slots=100000`` must not fork 100,000)."""
+
+
+def local_shape(name: str, job: JobSpec, shape: Shape) -> Shape:
+    """The shape of a job ds-helper starts itself (launcher ``name``), or one error: keys that need a manager, no
+    number of ranks, or more ranks than one machine should start."""
+    keys = manager_keys(job)
+    if (shape.nodes or 1) > 1 or shape.ranks_per_node not in (None, shape.ranks):
+        keys.append(f"job.nodes={shape.nodes}" if job.nodes else "more than one node")
+    if keys:
+        raise LaunchError(
+            f"{', '.join(keys)} {'needs' if len(keys) == 1 else 'need'} a process manager to start the job: "
+            f"launcher={name} starts ranks on this machine only; pick one with launcher=NAME (mpich, openmpi, "
+            "slurm, ...)"
+        )
+    if shape.ranks is None:
+        raise LaunchError(f"launcher={name}: give job.ranks=N to start N ranks on this machine")
+    if shape.ranks > MAX_LOCAL_RANKS:
+        raise LaunchError(
+            f"job.ranks={shape.ranks}: ds-helper starts at most {MAX_LOCAL_RANKS} ranks on this machine (each one "
+            "a process with its own interpreter); a larger job needs a manager across nodes (launcher=NAME)"
+        )
+    return replace(shape, nodes=1, ranks_per_node=shape.ranks)
+
+
+def runs_here(local: bool, shape: Shape) -> bool:
+    """Whether the ranks run on this machine, so that its CPUs and GPUs are theirs: a local job, or a manager's job
+    on one node without hosts."""
+    return local or (shape.nodes == 1 and not shape.hosts)
 
 
 def _positive(name: str, value: Optional[int]) -> None:
@@ -73,11 +82,7 @@ def job_shape(job: JobSpec, read_file: ReadFile = read_hostfile) -> Shape:
         _positive(name, getattr(job, name))
     if job.hosts and job.hostfile:
         raise LaunchError("give job.hosts or job.hostfile, not both")
-    hosts = [str(h) for h in job.hosts]
-    if any(not h or h.startswith("-") or any(c.isspace() or c == "," for c in h) for h in hosts):
-        raise LaunchError(f"job.hosts={hosts}: host names without spaces or commas, not starting with '-'")
-    if len(set(hosts)) != len(hosts):
-        raise LaunchError(f"job.hosts={hosts}: a host is listed twice")
+    hosts = check_hosts([str(h) for h in job.hosts], "job.hosts")
     slots: Optional[int] = None
     if job.hostfile:
         entries = parse_hostfile(read_file(job.hostfile), f"job.hostfile={job.hostfile}")

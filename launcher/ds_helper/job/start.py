@@ -9,9 +9,10 @@ import sys
 from typing import List, Mapping, Optional
 
 from ds_helper.compose.schema import JobSpec
-from ds_helper.job.shape import Shape, shape_given
+from ds_helper.job.shape import Shape, manager_keys, shape_given
+from ds_helper.rank.checks import check_start
 from ds_helper.rank.errors import LaunchError
-from ds_helper.rank.plan import PLAN_VAR, LauncherSpec, Plan
+from ds_helper.rank.plan import PLAN_VAR, RANK_FIELDS, LauncherSpec, Plan
 from ds_helper.rank.resolve import choose_launcher, signature_present
 
 
@@ -70,14 +71,29 @@ def _has_rank_variables(spec: LauncherSpec, env: Mapping[str, str]) -> bool:
     return any(source.split("[", 1)[0] in env for source in spec.rank)
 
 
+def outer_rank_variables(plan: Plan, spec: LauncherSpec) -> List[str]:
+    """What a rank of a local job has set for its script: found by a sub-job's starter, they are the outer job's."""
+    fields = ("rank", "local_rank", "world_size", "local_world_size")
+    read = [name for field in fields for name in getattr(spec, field)]
+    exported = [name for field in RANK_FIELDS for name in getattr(plan.export, field)]
+    return [*read, *exported, "MASTER_ADDR", "MASTER_PORT"]
+
+
 def job_starter(plan: Plan, job: JobSpec, env: Mapping[str, str]) -> Optional[LauncherSpec]:
     """The manager whose start command this process should run, or None when it is a rank (today's path)."""
+    wanted = shape_given(job) or bool(manager_keys(job))
     if plan.auto:
-        if plan.fallback is None or not shape_given(job):
+        if plan.fallback is None or not wanted:
             return None
-        spec, _ = choose_launcher(plan, env)
-        return spec if spec is plan.fallback else None  # a recognised manager started this rank
+        if any(signature_present(spec, env) for spec in plan.launchers):
+            return None  # a recognised manager started this rank
+        if set(plan.evidence) & set(env) <= set(outer_rank_variables(plan, plan.fallback)):
+            return plan.fallback  # here, or in a rank of a job ds-helper started here: a job of its own
+        choose_launcher(plan, env)  # an unknown manager's variables: its error names them
+        return None
     spec = plan.launchers[0]
+    if spec.start.local:  # only ds-helper itself starts a local job's ranks, with the plan in PLAN_VAR
+        return spec if wanted else None
     if _has_rank_variables(spec, env):
         return None
     in_allocation = any(name in env for name in spec.start.allocation)
@@ -135,16 +151,55 @@ def _shape_args(spec: LauncherSpec, shape: Shape, in_allocation: bool) -> List[s
 
 
 def start_command(
-    spec: LauncherSpec, job: JobSpec, shape: Shape, binds: bool, env: Mapping[str, str], plan_json: str
+    spec: LauncherSpec,
+    job: JobSpec,
+    shape: Shape,
+    binds: bool,
+    env: Mapping[str, str],
+    plan_json: str,
+    rank_argv: Optional[List[str]] = None,
 ) -> List[str]:
-    """The manager's command line that starts every rank as ``ds-helper`` with the plan in ``PLAN_VAR``."""
+    """The manager's command line that starts every rank as ``ds-helper`` with the plan in ``PLAN_VAR``, or, given
+    ``rank_argv`` (``ds-helper --plan FILE``), as that command with nothing forwarded."""
     start = spec.start
     if not start.program:
         raise LaunchError(f"launcher={spec.name} cannot start a job: {start.cannot or 'no start block'}")
+    check_start(start, f"launcher={spec.name}")  # a site's file is checked when it is read (compose/config.py)
     program = job.program or start.program
     in_allocation = any(name in env for name in start.allocation)
     argv = [program, *start.args, *[str(a) for a in job.manager_args], *_shape_args(spec, shape, in_allocation)]
     if binds:
         argv += start.no_bind
-    argv += _format_template(start.env, name=PLAN_VAR, value=plan_json)
+    if rank_argv is not None:
+        return argv + rank_argv
+    argv += forwarding(spec, plan_json)
     return argv + rank_command()
+
+
+def forwarding(spec: LauncherSpec, plan_json: str) -> List[str]:
+    """The manager's arguments that hand the plan to every rank (``start.env``)."""
+    return _format_template(spec.start.env, name=PLAN_VAR, value=plan_json)
+
+
+MAX_ARG_STRLEN = 128 * 1024
+"""Linux's limit on one argument or one NAME=value of the environment, its terminating NUL included
+(include/uapi/linux/binfmts.h): the plan travels in such strings."""
+
+
+def plan_size(spec: LauncherSpec, plan_json: str) -> int:
+    """Bytes of the longest string that holds the whole plan, its NUL included (what Linux counts): ``PLAN_VAR=...``
+    in each rank's environment, and any of the manager's arguments that forward it (``-genv NAME VALUE``)."""
+    strings = [f"{PLAN_VAR}={plan_json}"]
+    if not spec.start.local:
+        strings += [arg for arg in forwarding(spec, plan_json) if plan_json in arg]
+    return max(len(string.encode("utf-8", "surrogateescape")) + 1 for string in strings)
+
+
+def check_plan_size(size: int) -> None:
+    """One line, before anything starts, where execve would fail on every rank with 'Argument list too long'."""
+    if size > MAX_ARG_STRLEN:
+        raise LaunchError(
+            f"{PLAN_VAR} would be {size} bytes, over Linux's limit of {MAX_ARG_STRLEN} bytes for one variable or "
+            "argument (MAX_ARG_STRLEN): pass long script arguments or many env.* values in a file the script "
+            "reads, or save the plan with --save-plan FILE and start the ranks with ds-helper --plan FILE"
+        )

@@ -69,6 +69,14 @@ def _flag_value(argv: List[str], index: int) -> Tuple[str, int]:
     return argv[index + 1], index + 1
 
 
+def _module_hint(following: List[str]) -> str:
+    """``-m torch.distributed.run``: python's -m was meant, which ds-helper spells module=true."""
+    name = following[0] if following else ""
+    if not name or name.endswith(".py") or not all(part.isidentifier() for part in name.split(".")):
+        return ""
+    return f" (to run the module {name}, write module=true script={name})"
+
+
 def parse_argv(argv: List[str]) -> Request:
     request = Request()
     index = 0
@@ -84,7 +92,10 @@ def parse_argv(argv: List[str]) -> Request:
         elif token == "--debug":
             request.debug = True
         elif token in ("-m", "--multirun"):
-            raise LaunchError("-m/--multirun is not supported: ds-helper starts one script per rank, it does not sweep")
+            raise LaunchError(
+                "-m/--multirun is not supported: ds-helper starts one script per rank, it does not sweep"
+                + _module_hint(argv[index + 1 : index + 2])
+            )
         elif token == "--cfg" or token.startswith("--cfg="):
             value, index = _flag_value(argv, index)
             if value not in ("job", "all"):

@@ -76,7 +76,8 @@ def check_log(log: LogSpec) -> None:
         if log.out == log.err:
             raise LaunchError(f"log.out and log.err are both {log.out!r}: stdout and stderr would overwrite each other")
     if not (isinstance(log.grace, (int, float)) and 0 <= log.grace < float("inf")):  # NaN fails too
-        raise LaunchError(f"log.grace={log.grace}: must not be negative")
+        finite = "must not be negative" if log.grace < 0 else "must be a finite number of seconds"
+        raise LaunchError(f"log.grace={log.grace}: {finite}")
 
 
 def rank_unique(template: str) -> bool:
@@ -147,6 +148,33 @@ def check_words(where: str, words: Iterable[object]) -> None:
     for word in words:
         if not isinstance(word, str) or "\0" in word:
             raise LaunchError(f"{where}: {word!r} is not a string without NUL characters")
+
+
+_START_PLACEHOLDERS = {
+    "ranks": ("ranks",),
+    "nodes": ("nodes",),
+    "ranks_per_node": ("ranks_per_node",),
+    "hosts": ("hosts",),
+    "host_form": ("host", "ranks_per_node"),
+    "env": ("name", "value"),
+}
+"""The placeholders each template of a launcher's ``start`` block may use (job/start.py fills them)."""
+
+
+def check_start(start: object, where: str) -> None:
+    """Start templates use their own placeholders, plainly: no format spec ({ranks:>999999999999} would ask
+    str.format for a terabyte), attribute, index or conversion."""
+    for key, allowed in _START_PLACEHOLDERS.items():
+        value = getattr(start, key)
+        for template in [value] if isinstance(value, str) else value:
+            try:
+                parts = list(_string.formatter_parser(template))
+            except ValueError as exc:
+                raise LaunchError(f"{where}: start.{key}: {template!r}: bad placeholder ({exc})") from None
+            for _literal, name, spec, conversion in parts:
+                if name is not None and (name not in allowed or spec or conversion):
+                    names = ", ".join(f"{{{name}}}" for name in allowed)
+                    raise LaunchError(f"{where}: start.{key}: {template!r}: bad placeholder (use {names} as they are)")
 
 
 def check_launcher(spec: LauncherSpec) -> None:

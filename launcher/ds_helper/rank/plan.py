@@ -183,9 +183,20 @@ def plan_to_json(plan: Plan) -> str:
     # per rank by ``resolve`` from that rank's environment. What the plan does fix at save time is the
     # interpreter (``sys.executable`` or python=) and a relative script path checked against the current
     # directory: ranks must see the same interpreter path and start in the same directory (mpiexec's default).
+    #
+    # Compact and UTF-8: a job's plan travels in one environment variable, which Linux limits to 128 KiB
+    # (job/start.py, MAX_ARG_STRLEN); indentation and \u escapes of non-ASCII text made some plans three times
+    # larger. A lone surrogate (a byte of an argument that is not UTF-8, as Python's surrogateescape reads it)
+    # cannot be written as UTF-8, so it alone stays a \u escape: the loader reads it back to the same character,
+    # and the rank's execve turns that into the same byte.
     import json
 
-    return json.dumps({"format": PLAN_FORMAT, "plan": plan.to_data()}, indent=1, sort_keys=True)
+    text = json.dumps(
+        {"format": PLAN_FORMAT, "plan": plan.to_data()}, ensure_ascii=False, separators=(",", ":"), sort_keys=True
+    )
+    if text.isascii():
+        return text
+    return "".join(f"\\u{ord(char):04x}" if "\ud800" <= char <= "\udfff" else char for char in text)
 
 
 def plan_from_data(data: Any, where: str) -> Plan:

@@ -7,6 +7,8 @@ machine. Standard library only: this runs on every rank.
 
 from __future__ import annotations
 
+import os
+
 from ds_helper.rank import bind, hostlist
 from ds_helper.rank.checks import MAX_COUNT, MAX_PORT, is_env_name
 from ds_helper.rank.errors import LaunchError
@@ -369,6 +371,18 @@ def _checksum(text: str) -> int:
     return zlib.crc32(text.encode("utf-8", "surrogateescape"))  # a non-UTF-8 environment value too
 
 
+def omp_share(plan: Plan, env: Env, local_world_size: Optional[int]) -> Optional[int]:
+    """OMP_NUM_THREADS for a rank of a job ds-helper started without binding, when the user set none: its share
+    of the CPUs this process may use, so that N ranks' thread pools do not each take every core (torchrun sets
+    1). None where it does not apply: a standalone run or one under a manager, a binding (which sets its own),
+    bind=none or bind.omp_threads=false (left alone), or a value of the user's (environment, env.*, ~env.*)."""
+    if plan.job_port is None or bind.asks_for_binding(plan.bind) or not plan.bind.omp_threads:
+        return None
+    if "OMP_NUM_THREADS" in env or "OMP_NUM_THREADS" in plan.env:
+        return None
+    return max(1, len(os.sched_getaffinity(0)) // max(1, local_world_size or 1))
+
+
 # --- the whole rank ------------------------------------------------------------------------------------------
 
 
@@ -418,6 +432,9 @@ def resolve(
 
     for name, bound in binding.env.items():
         changes.append(Change(name, bound, f"bind.policy={plan.bind.policy}"))
+    threads = omp_share(plan, env, ranks["local_world_size"])
+    if threads is not None:
+        changes.append(Change("OMP_NUM_THREADS", str(threads), "this rank's share of the node's CPUs (no binding)"))
     for name, setting in plan.env.items():
         changes.append(Change(name, setting, "env." + name + (" (unset)" if setting is None else "")))
 
