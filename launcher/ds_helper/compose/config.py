@@ -39,12 +39,11 @@ def hydra_context() -> Iterator[None]:
     """Hydra initialised on ds-helper's configs: the packaged ``ds_helper.conf``, or ``conf/`` of a checkout."""
     _register_schema()
     GlobalHydra.instance().clear()
-    source_dir = os.path.join(recipes.SOURCE_ROOT, "conf")
     init: Any
     if importlib.util.find_spec("ds_helper.conf") is not None:  # installed: the YAML ships inside the package
         init = initialize_config_module("ds_helper.conf", version_base="1.3", job_name="ds-helper")
     else:  # a source checkout imported directly
-        init = initialize_config_dir(source_dir, version_base="1.3", job_name="ds-helper")
+        init = initialize_config_dir(recipes.shipped_folder("conf"), version_base="1.3", job_name="ds-helper")
     with init, _only_safe_resolvers():
         _register_site_launchers()
         yield
@@ -154,7 +153,6 @@ def group_options(group: str) -> List[str]:
     return sorted(names)
 
 
-LAUNCHER_PATH_VAR = "DS_HELPER_LAUNCHER_PATH"
 _site_launchers: Dict[str, str] = {}
 """The launcher options registered from $DS_HELPER_LAUNCHER_PATH, by name: their files (for --provenance)."""
 
@@ -170,7 +168,7 @@ def _register_site_launchers() -> None:
     store = ConfigStore.instance()
     store.repo.pop("launcher", None)
     _site_launchers.clear()
-    folders = recipes.path_folders(LAUNCHER_PATH_VAR)
+    folders = recipes.path_folders(recipes.LAUNCHER_PATH_VAR)
     if not folders:  # the usual case, on every composing rank: nothing to build a schema node for
         return
     shipped = set(group_options("launcher"))

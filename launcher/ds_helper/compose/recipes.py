@@ -28,6 +28,7 @@ SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os
 """The top of a source checkout (three folders above this file): conf/ and recipes/ are there when not installed."""
 
 PATH_VAR = "DS_HELPER_RECIPE_PATH"
+LAUNCHER_PATH_VAR = "DS_HELPER_LAUNCHER_PATH"  # a site's launcher files: flat folders like the recipes' (config.py)
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 SAFE_RESOLVERS = ("oc.env", "oc.select", "oc.decode", "oc.dict.keys", "oc.dict.values")
 """Resolvers a recipe may use. Hydra's ``now`` is refused: every rank composes on its own, at its own second.
@@ -47,12 +48,13 @@ class Recipe:
     shadows: List[Recipe] = field(default_factory=list)  # recipes of the same name further down the path
 
 
-def shipped_folder() -> str:
-    """The recipes shipped with ds-helper: package ``ds_helper.recipes`` when installed, ``recipes/`` in a checkout."""
-    spec = importlib.util.find_spec("ds_helper.recipes")
+def shipped_folder(folder: str = "recipes") -> str:
+    """A folder shipped with ds-helper (``recipes``, ``conf``): package ``ds_helper.FOLDER`` when installed, the
+    folder at the top of a checkout otherwise."""
+    spec = importlib.util.find_spec(f"ds_helper.{folder}")
     if spec is not None and spec.submodule_search_locations:
         return list(spec.submodule_search_locations)[0]
-    return os.path.join(SOURCE_ROOT, "recipes")
+    return os.path.join(SOURCE_ROOT, folder)
 
 
 def path_folders(variable: str, environ: Optional[Dict[str, str]] = None) -> List[str]:

@@ -8,15 +8,18 @@ Optional, List, Dict, Any), and every field's ``help`` metadata is what ``ds-hel
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import Field, dataclass, field, fields, is_dataclass
 from typing import Any, Dict, List, Optional
 
 from ds_helper.rank.plan import RANK_FIELDS  # the per-rank path's module holds it; the schema's names follow it
 
+FILE, FOLDER = "file", "folder"  # a value that names one: Tab completes file (folder) names for it
 
-def _help(text: str, *, list_keys: bool = True) -> Dict[str, Any]:
-    """A field's one-line help for ``--help``; ``list_keys=False``: a group whose keys --help does not list."""
-    return {"help": text, "list_keys": list_keys}
+
+def _help(text: str, *, list_keys: bool = True, path: str = "") -> Dict[str, Any]:
+    """A field's one-line help for ``--help``; ``list_keys=False``: a group whose keys --help does not list;
+    ``path``: the value names a FILE or a FOLDER."""
+    return {"help": text, "list_keys": list_keys, "path": path}
 
 
 @dataclass
@@ -175,7 +178,7 @@ class JobSpec:
     ranks_per_node: Optional[int] = field(default=None, metadata=_help("ranks on each node (block layout)"))
     hosts: List[str] = field(default_factory=list, metadata=_help("host names, in order; the first is MASTER_ADDR"))
     hostfile: Optional[str] = field(
-        default=None, metadata=_help("MPI/DeepSpeed hostfile: 'host [slots=N]' a line, # comments")
+        default=None, metadata=_help("MPI/DeepSpeed hostfile: 'host [slots=N]' a line, # comments", path=FILE)
     )
     program: Optional[str] = field(
         default=None, metadata=_help("the manager's program instead of the launcher's (e.g. mpiexec.mpich)")
@@ -218,7 +221,8 @@ class LogSpec:
     all_ranks: bool = field(default=False, metadata=_help("log the command on every rank, not only rank 0"))
     quiet: bool = field(default=False, metadata=_help("log nothing except errors"))
     dir: Optional[str] = field(
-        default=None, metadata=_help("send each rank's stdout/stderr to files in this folder (created if missing)")
+        default=None,
+        metadata=_help("send each rank's stdout/stderr to files in this folder (created if missing)", path=FOLDER),
     )
     out: str = field(default="rank-{rank}.out", metadata=_help("stdout file name; {rank} {local_rank} {node_rank}"))
     err: str = field(default="rank-{rank}.err", metadata=_help("stderr file name; same placeholders"))
@@ -244,11 +248,15 @@ class Config:
     job: JobSpec = field(
         default_factory=JobSpec, metadata=_help("the shape of a job ds-helper starts itself (docs/jobs.md)")
     )
-    script: Optional[str] = field(default=None, metadata=_help("the script to run (or the module with module=true)"))
+    script: Optional[str] = field(
+        default=None, metadata=_help("the script to run (or the module with module=true)", path=FILE)
+    )
     args: List[str] = field(default_factory=list, metadata=_help("script arguments; those after -- are appended"))
     module: bool = field(default=False, metadata=_help("run the script as a module: python -m SCRIPT"))
     no_python: bool = field(default=False, metadata=_help("exec SCRIPT itself (looked up on PATH), no interpreter"))
-    python: Optional[str] = field(default=None, metadata=_help("interpreter (default: the one running ds-helper)"))
+    python: Optional[str] = field(
+        default=None, metadata=_help("interpreter (default: the one running ds-helper)", path=FILE)
+    )
     unbuffered: bool = field(default=True, metadata=_help("pass -u to the interpreter, as DeepSpeed does"))
     env: Dict[str, Optional[str]] = field(
         default_factory=dict, metadata=_help("variables to set for the script (null unsets); env.NAME=VALUE")
@@ -272,21 +280,24 @@ class Config:
     )
 
 
-def key_help(cls: type = Config, prefix: str = "") -> Dict[str, str]:
-    """Every key of a schema class (nested sections walked: ``log.dir``) with its one-line help.
+def key_fields(cls: type = Config, prefix: str = "") -> Dict[str, Field[Any]]:
+    """Every key of a schema class (nested sections walked: ``log.dir``) and its field, in the schema's order.
 
-    A section is listed by its own help and then key by key, except a group whose keys are per-option data
-    (``launcher``): that is listed by its help alone.
+    A section comes first and then its keys, except a group whose keys are per-option data (``launcher``):
+    that comes alone. What --help lists and Tab completes.
     """
-    from dataclasses import fields, is_dataclass
-
-    lines: Dict[str, str] = {}
+    keys: Dict[str, Field[Any]] = {}
     for item in fields(cls):
-        lines[prefix + item.name] = item.metadata.get("help", "")
+        keys[prefix + item.name] = item
         nested = item.default_factory() if callable(item.default_factory) else None
         if is_dataclass(nested) and item.metadata.get("list_keys", True):
-            lines.update(key_help(type(nested), f"{prefix}{item.name}."))
-    return lines
+            keys.update(key_fields(type(nested), f"{prefix}{item.name}."))
+    return keys
+
+
+def key_help(cls: type = Config, prefix: str = "") -> Dict[str, str]:
+    """Every key of a schema class with its one-line help (``key_fields``)."""
+    return {name: item.metadata.get("help", "") for name, item in key_fields(cls, prefix).items()}
 
 
 __all__ = [
@@ -300,5 +311,6 @@ __all__ = [
     "LogSpec",
     "MasterSpec",
     "StartSpec",
+    "key_fields",
     "key_help",
 ]
