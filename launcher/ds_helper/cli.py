@@ -28,8 +28,12 @@ def route(args: List[str]) -> int:
     """Every entry of ds-helper, in one place."""
     if not args and PLAN_VAR in os.environ:  # a rank of a job ds-helper started (job/launch.py)
         start_rank_from_environment()
+    if args[:1] == ["--complete-words"]:  # a shell's Tab: words only, never an error (compose/complete.py)
+        from ds_helper.compose.complete import print_answer
+
+        return print_answer(args[1:])
     request = parse_argv(args)
-    if request.help or request.version or request.list_recipes or request.check is not None:
+    if request.help or request.version or request.list_recipes or request.check is not None or request.completion:
         return show(request)
     if request.plan is not None:
         start_rank_from_file(request, request.plan)
@@ -37,11 +41,16 @@ def route(args: List[str]) -> int:
 
 
 def show(request: Request) -> int:
-    """What ds-helper shows without composing a launch: help, version, recipes."""
+    """What ds-helper shows without composing a launch: help, version, recipes, a shell's completion script."""
     if request.plan is not None:
         refuse_beside_plan(request)
     if request.version:
         return print_version()
+    if request.completion is not None:  # run by a shell's rc file at every start: no Hydra
+        from ds_helper.compose.complete import script
+
+        print(script(request.completion), end="")
+        return 0
     from ds_helper.compose import views
 
     if request.help:

@@ -4,6 +4,7 @@ plan --save-plan writes."""
 from __future__ import annotations
 
 import os
+import textwrap
 from typing import Dict, List, Optional
 
 from ds_helper.compose import recipes
@@ -18,7 +19,7 @@ from ds_helper.compose.config import (
 from ds_helper.compose.overrides import check_override_keys
 from ds_helper.compose.planner import save_plan
 from ds_helper.compose.schema import Config, key_help
-from ds_helper.rank.argv import FLAGS, USAGE
+from ds_helper.rank.argv import DEEPSPEED_FLAGS, FLAGS, USAGE
 from ds_helper.rank.errors import LaunchError, say
 from ds_helper.rank.plan import Plan
 
@@ -27,8 +28,13 @@ def print_help() -> None:
     print(USAGE)
     print("\nBecome SCRIPT on this rank, with RANK, LOCAL_RANK, WORLD_SIZE, ... mapped from the process manager.")
     print("\nflags:")
-    for flag, text in FLAGS:
-        print(f"  {flag:<42} {text}")
+    for names, value, text, _tab in FLAGS:
+        print(f"  {' '.join([', '.join(names), value]).strip():<42} {text}")
+    deepspeed = ", ".join(" ".join([names[0], value]).strip() for names, value, _text, _tab in DEEPSPEED_FLAGS)
+    lines = textwrap.wrap(deepspeed, 42)
+    for line in lines[:-1]:
+        print(f"  {line}")
+    print(f"  {lines[-1]:<42} {DEEPSPEED_FLAGS[0][2]}")
     with hydra_context():
         print("\nconfig groups (choose with GROUP=OPTION):")
         print("  launcher:")

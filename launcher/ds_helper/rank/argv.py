@@ -49,6 +49,7 @@ class Request:
         self.dry_run = False  # --dry-run: the config's dry_run=true, set after composing
         self.save_plan: Optional[str] = None  # --save-plan FILE: compose once, write the plan, start nothing
         self.plan: Optional[str] = None  # --plan FILE: the per-rank path, no composition
+        self.completion: Optional[str] = None  # --completion SHELL: print that shell's Tab completion script
 
 
 def _quote_list_value(override: str) -> str:
@@ -98,9 +99,10 @@ def parse_argv(argv: List[str]) -> Request:
             )
         elif token == "--cfg" or token.startswith("--cfg="):
             value, index = _flag_value(argv, index)
-            if value not in ("job", "all"):
-                raise LaunchError(f"--cfg {value}: expected --cfg job or --cfg all")
-            request.show_cfg = value
+            request.show_cfg = _choice("--cfg", value)
+        elif token == "--completion" or token.startswith("--completion="):
+            value, index = _flag_value(argv, index)
+            request.completion = _choice("--completion", value)
         elif token == "--list-recipes":
             request.list_recipes = True
         elif token == "--check":
@@ -199,17 +201,46 @@ def _env_name(name: str) -> str:
 USAGE = "usage: ds-helper [FLAG ...] [OVERRIDE ...] [SCRIPT [ARG ...]] [-- ARG ...]"
 
 
+# ds-helper's own flags as data: --help lists them (compose/views.py), Tab completes them (compose/complete.py).
+# (names, VALUE as --help writes it, help, what Tab offers for VALUE: CHOICES the words of VALUE between bars,
+# FILES file names, FILES_TO_END file names for every word after the flag, LAUNCHERS the launcher options).
+CHOICES, FILES, FILES_TO_END, LAUNCHERS = "choices", "files", "files-to-end", "launchers"
 FLAGS = (
-    ("--cfg job|all", "print the composed config and exit"),
-    ("--dry-run", "same as dry_run=true: show ranks, env changes and the command; start nothing"),
-    ("--provenance (or --explain)", "print each value of the composed config and the layer that set it"),
-    ("--list-recipes", "list the recipes recipe=NAME can choose, where each comes from"),
-    ("--check [FILE|FOLDER ...]", "validate recipes (default: every recipe on the path); start nothing"),
-    ("--save-plan FILE", "compose and check once, write the launch plan to FILE (JSON); start nothing"),
-    ("--plan FILE", "start this rank from a saved plan: no composition, standard library only"),
-    ("--debug", "show the traceback of an error (also DS_HELPER_DEBUG=1)"),
-    ("--version", "print the installed version and exit"),
-    ("-h, --help", "this help"),
-    ("--launcher NAME, --module, --no_python,", ""),
-    ("--bind_cores_to_rank, --bind_core_list L", "DeepSpeed launcher_helper's flags, same meaning"),
+    (("--cfg",), "job|all", "print the composed config and exit", CHOICES),
+    (("--dry-run",), "", "same as dry_run=true: show ranks, env changes and the command; start nothing", ""),
+    (("--provenance", "--explain"), "", "print each value of the composed config and the layer that set it", ""),
+    (("--list-recipes",), "", "list the recipes recipe=NAME can choose, where each comes from", ""),
+    (
+        ("--check",),
+        "[FILE|FOLDER ...]",
+        "validate recipes (default: every recipe on the path); start nothing",
+        FILES_TO_END,
+    ),
+    (("--save-plan",), "FILE", "compose and check once, write the launch plan to FILE (JSON); start nothing", FILES),
+    (("--plan",), "FILE", "start this rank from a saved plan: no composition, standard library only", FILES),
+    (("--completion",), "bash|zsh|fish", "print the shell's Tab completion script (README: Tab completion)", CHOICES),
+    (("--debug",), "", "show the traceback of an error (also DS_HELPER_DEBUG=1)", ""),
+    (("--version",), "", "print the installed version and exit", ""),
+    (("-h", "--help"), "", "this help", ""),
 )
+DEEPSPEED_HELP = "DeepSpeed launcher_helper's flags, same meaning"
+DEEPSPEED_FLAGS = (
+    (("--launcher",), "NAME", DEEPSPEED_HELP, LAUNCHERS),
+    (("--module",), "", DEEPSPEED_HELP, ""),
+    (("--no_python",), "", DEEPSPEED_HELP, ""),
+    (("--bind_cores_to_rank",), "", DEEPSPEED_HELP, ""),
+    (("--bind_core_list",), "L", DEEPSPEED_HELP, ""),
+)
+
+
+def choices(flag: str) -> List[str]:
+    """The values a flag of CHOICES takes, as its row of FLAGS writes them."""
+    return next(row[1].split("|") for row in FLAGS if flag in row[0])
+
+
+def _choice(flag: str, value: str) -> str:
+    allowed = choices(flag)
+    if value not in allowed:
+        spelled = [f"{flag} {choice}" for choice in allowed]
+        raise LaunchError(f"{flag} {value}: expected {', '.join(spelled[:-1])} or {spelled[-1]}")
+    return value
