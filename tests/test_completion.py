@@ -271,11 +271,12 @@ def test_flags_are_the_table_help_prints() -> None:
 
 
 def test_a_tab_imports_no_hydra_omegaconf_or_yaml(home: Path) -> None:
-    """One Tab of every kind, in one interpreter: the modules composing needs are never loaded."""
+    """One Tab of every kind and the script itself, in one interpreter: what composing needs is never loaded."""
     probe = (
         "import sys; from ds_helper.cli import main\n"
         "for words in (['recipe='], ['launcher='], ['bind='], ['bind.'], ['-'], ['log.dir=']):\n"
         "    main(['--complete-words', *words])\n"
+        "main(['--completion', 'bash'])  # run by every new shell\n"
         "print(' '.join(m for m in sys.modules if m.split('.')[0] in ('hydra', 'omegaconf', 'yaml')))"
     )
     result = run([sys.executable, "-c", probe], env=shell_env(home), cwd=home)
