@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List
 
 import pytest
-from conftest import DS_HELPER, clean_env, ds, run
+from conftest import DS_HELPER, ds, run
 from ds_helper.compose.complete import SHELLS as COMPLETED_SHELLS
 from ds_helper.compose.config import group_options, hydra_context
 from ds_helper.compose.recipes import GROUPS, available
@@ -119,13 +119,15 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def shell_env(home: Path) -> Dict[str, str]:
-    return clean_env(
-        HOME=str(home),
-        TERM="xterm",
-        PATH=f"{os.path.dirname(DS_HELPER)}:/usr/bin:/bin",
-        DS_HELPER_RECIPE_PATH=f"{home / 'team'}:{home / 'not-a-folder'}:{home / 'missing'}",
-        DS_HELPER_LAUNCHER_PATH=f"{home / 'broken'}:{home / 'site'}",
-    )
+    """As ``env -i`` would leave it (no TMUX of an outer tmux, no PROMPT_COMMAND, no rc folders), plus the paths."""
+    return {
+        "HOME": str(home),
+        "TERM": "xterm",
+        "LANG": "C.UTF-8",
+        "PATH": f"{os.path.dirname(DS_HELPER)}:/usr/bin:/bin",
+        "DS_HELPER_RECIPE_PATH": f"{home / 'team'}:{home / 'not-a-folder'}:{home / 'missing'}",
+        "DS_HELPER_LAUNCHER_PATH": f"{home / 'broken'}:{home / 'site'}",
+    }
 
 
 @pytest.fixture(scope="module")
