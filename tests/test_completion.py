@@ -162,6 +162,7 @@ CASES = [
     ("ds-helper recipe=deepsp", "ds-helper recipe=deepspeed_mpich "),  # shipped
     ("ds-helper job.hostfile=ho", "ds-helper job.hostfile=hosts.txt "),
     ("ds-helper log.dir=r", "ds-helper log.dir=runs/"),
+    ("ds-helper script=tr", "ds-helper script=train.py "),
     ("ds-helper --save-pl", "ds-helper --save-plan "),
     ("ds-helper --plan pl", "ds-helper --plan plan.json "),
     ("ds-helper --plan=pl", "ds-helper --plan=plan.json "),
