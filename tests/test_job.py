@@ -367,7 +367,8 @@ def test_the_scripts_environment_carries_nothing_of_ds_helpers_own(tmp_path: Pat
     )
     result = ds("launcher=local", "job.ranks=2", str(script))
     assert result.returncode == 0, result.stderr
-    assert [r["ours"] for r in json_lines(result.stdout)] == [[], []]
+    # The one documented for scripts: the attempt number (docs/jobs.md, job.restarts).
+    assert [r["ours"] for r in json_lines(result.stdout)] == [["DS_HELPER_RESTART_COUNT"]] * 2
 
 
 @pytest.mark.torch

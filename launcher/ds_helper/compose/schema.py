@@ -126,6 +126,13 @@ class StartSpec:
         default_factory=list,
         metadata=_help("variables meaning this runs inside an allocation whose shape the manager takes"),
     )
+    label: List[str] = field(
+        default_factory=list, metadata=_help("the manager's option that puts the rank in front of each line")
+    )
+    signals: Dict[str, Optional[str]] = field(
+        default_factory=dict,
+        metadata=_help("signal ds-helper gets -> the one it sends the manager, where not the same; null: none"),
+    )
 
 
 @dataclass
@@ -186,6 +193,10 @@ class JobSpec:
     manager_args: List[str] = field(
         default_factory=list, metadata=_help("extra arguments for the manager, passed through as given")
     )
+    timeout: Optional[float] = field(
+        default=None, metadata=_help("seconds the whole job may run (restarts included), then it is stopped: exit 124")
+    )
+    restarts: int = field(default=0, metadata=_help("start the whole job again after a failure, up to this many times"))
 
 
 @dataclass
@@ -229,8 +240,13 @@ class LogSpec:
     tee: bool = field(
         default=False, metadata=_help("also show the output, prefixed, through a small supervising process")
     )
-    prefix: str = field(default="[{rank}] ", metadata=_help("line prefix of log.tee; same placeholders"))
-    grace: float = field(default=30.0, metadata=_help("log.tee: seconds after SIGTERM before SIGKILL"))
+    prefix: str = field(default="[{rank}] ", metadata=_help("line prefix of log.tee and log.label; same placeholders"))
+    grace: float = field(
+        default=30.0, metadata=_help("seconds ranks get after a stop (signal, failure, time limit) before SIGKILL")
+    )
+    label: bool = field(
+        default=False, metadata=_help("a job ds-helper starts: each output line labelled with its rank (log.prefix)")
+    )
 
 
 @dataclass

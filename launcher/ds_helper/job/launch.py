@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import List, Mapping, NoReturn, Optional
+from typing import Dict, List, Mapping, NoReturn, Optional
 
 from ds_helper.compose.schema import JobSpec
 from ds_helper.job.dryrun import job_size, node_binding, print_job, shown_command
-from ds_helper.job.local import local_rank_env, supervise_local_ranks
+from ds_helper.job.local import local_rank_env, restart_counts, supervise
 from ds_helper.job.shape import Shape, job_shape, local_shape, runs_here, shape_given
 from ds_helper.job.start import (
     check_plan_size,
@@ -72,7 +72,12 @@ def start_job(
     port = plan.master.port if plan.master.port is not None else free_port()
     ranks = rank_plan(plan, spec, shape, port, args)
     text = plan_to_json(ranks)
-    command = rank_command() if local else start_command(spec, job, shape, binds, env, text)
+
+    def manager_command(plan_text: str, attempt: int) -> List[str]:
+        counts = restart_counts(attempt) if job.restarts else {}
+        return start_command(spec, job, shape, binds, env, plan_text, label=plan.log.label, forward=counts)
+
+    command = rank_command() if local else manager_command(text, 0)
     size = plan_size(spec, text)
     if plan.dry_run:
         print_job(ranks, spec, shape, command, local, text, size)
@@ -81,17 +86,27 @@ def start_job(
     nested = local and any(name in env for name in spec.rank)  # started from a rank of another job
     outer = outer_rank_variables(plan, spec) if nested else []
     base = {k: v for k, v in env.items() if k != PLAN_VAR and k not in outer}
-    base[PLAN_VAR] = text
     threads = omp_note(ranks, env, shape if local else None)
+    texts = {0: text}  # each attempt's plan, the same in its command line and its environment
+
+    def text_of(attempt: int) -> str:
+        """A restart gets a fresh port (the last one may linger in TIME_WAIT), unless master.port fixes one."""
+        if attempt not in texts:
+            fresh = plan.master.port is None
+            texts[attempt] = plan_to_json(rank_plan(plan, spec, shape, free_port(), args)) if fresh else text
+        return texts[attempt]
+
     if local:
         if threads and not plan.log.quiet:
             say(f"job of {job_size(shape)} on this machine{threads}")
         count = shape.ranks or 1
-        envs = [{**base, **local_rank_env(spec, rank, count)} for rank in range(count)]
-        sys.stdout.flush()
-        code = supervise_local_ranks(command, envs, plan.log.grace)
-        sys.stderr.flush()
-        os._exit(code)  # nothing left to clean up; skips tearing down the composed interpreter (~0.2 s)
+
+        def envs_for(attempt: int) -> List[Dict[str, str]]:
+            here = {**base, PLAN_VAR: text_of(attempt)}
+            return [{**here, **local_rank_env(spec, rank, count)} for rank in range(count)]
+
+        names = [f"rank {rank}" for rank in range(count)]
+        _exit(supervise(lambda _: [command] * count, envs_for, names, plan, spec, job))
     import shutil
 
     program = shutil.which(command[0], path=base.get("PATH"))
@@ -99,11 +114,20 @@ def start_job(
         raise LaunchError(f"launcher={spec.name}: {command[0]!r} not found on PATH (job.program=NAME picks another)")
     if not plan.log.quiet:
         say(f"job of {job_size(shape)}{threads}: {shown_command(command, text)}")
+
+    def commands_for(attempt: int) -> List[List[str]]:
+        return [[program, *manager_command(text_of(attempt), attempt)[1:]]]
+
+    def manager_env(attempt: int) -> List[Dict[str, str]]:
+        return [{**base, PLAN_VAR: text_of(attempt)}]
+
+    _exit(supervise(commands_for, manager_env, [os.path.basename(program)], plan, spec, job))
+
+
+def _exit(code: int) -> NoReturn:
+    sys.stdout.flush()
     sys.stderr.flush()
-    try:
-        os.execve(program, command, base)
-    except OSError as exc:
-        raise LaunchError(f"cannot run {program}: {exc.strerror}") from None
+    os._exit(code)  # nothing left to clean up; skips tearing down the composed interpreter (~0.2 s)
 
 
 def omp_note(plan: Plan, env: Mapping[str, str], local: Optional[Shape]) -> str:

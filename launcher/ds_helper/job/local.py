@@ -4,12 +4,12 @@ here, like ``torchrun --standalone``."""
 from __future__ import annotations
 
 import os
-import signal
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Mapping, Optional
 
+from ds_helper.compose.schema import JobSpec
+from ds_helper.job.supervisor import Settings, run_job
 from ds_helper.rank.errors import LaunchError
-from ds_helper.rank.inherit import death_signal_setter
-from ds_helper.rank.plan import LauncherSpec
+from ds_helper.rank.plan import LauncherSpec, Plan
 
 
 def local_rank_env(spec: LauncherSpec, rank: int, size: int) -> Dict[str, str]:
@@ -24,74 +24,50 @@ def local_rank_env(spec: LauncherSpec, rank: int, size: int) -> Dict[str, str]:
     return env
 
 
-_FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+RESTART_COUNT_VARS = ("TORCHELASTIC_RESTART_COUNT", "DS_HELPER_RESTART_COUNT")
+"""Each attempt's number (0 first) as torchrun exports it, so existing resume code works, and under our name."""
 
 
-def _child_setup(parent: int) -> Callable[[], None]:
-    """Run in each rank between fork and exec, so no moment of the rank outlives ds-helper."""
-    die_with = death_signal_setter()  # made here: the forked child only calls it
-
-    def setup() -> None:
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])  # the starter blocks these to wait for them; ranks do not
-        if not die_with(parent):  # gone with ds-helper, even by kill -9; ds-helper died before this took effect
-            os._exit(128 + signal.SIGKILL)
-
-    return setup
+def restart_counts(attempt: int) -> Dict[str, str]:
+    return dict.fromkeys(RESTART_COUNT_VARS, str(attempt))
 
 
-def supervise_local_ranks(command: List[str], envs: List[Dict[str, str]], grace: float) -> int:
-    """Start one process per environment and supervise them, like ``torchrun --standalone``.
-
-    SIGINT/SIGTERM/SIGHUP/SIGQUIT go to every rank; when a rank fails the others get SIGTERM, then SIGKILL after
-    ``grace`` seconds; the exit code is the first failing rank's (128+N for signal N), else 0.
-    """
+def supervise(
+    commands_for: Callable[[int], List[List[str]]],
+    envs_for: Callable[[int], List[Dict[str, str]]],
+    names: List[str],
+    plan: Plan,
+    spec: LauncherSpec,
+    job: JobSpec,
+) -> int:
+    """Run the job's processes under the supervisor (job/supervisor.py), like ``torchrun --standalone``: the
+    local ranks (``names`` "rank N"), or one manager whose ``start.signals`` say what it passes on to its ranks;
+    ``*_for(attempt)`` give each attempt's commands and environments (a fresh port each)."""
     import gc
-    import subprocess
-    import time
 
     gc.enable()  # off for a quick start (launcher/ds-helper); this process stays for the whole job
-    waited = {signal.SIGCHLD, *_FORWARDED}
-    signal.pthread_sigmask(signal.SIG_BLOCK, waited)
-    children: Dict[int, subprocess.Popen[bytes]] = {}
-    setup = _child_setup(os.getpid())
-    try:
-        for index, env in enumerate(envs):
-            # As under mpiexec: descriptors passed down to ds-helper stay open in every rank; stdin is rank 0's.
-            stdin = None if index == 0 else subprocess.DEVNULL
-            proc = subprocess.Popen(command, env=env, preexec_fn=setup, close_fds=False, stdin=stdin)
-            children[proc.pid] = proc
-    except OSError as exc:
-        for proc in children.values():
-            proc.kill()
-        raise LaunchError(f"cannot start {command[0]}: {exc.strerror}") from None
-    failure: Optional[int] = None
-    kill_at: Optional[float] = None
+    ranks_here = spec.start.local
+    log = plan.log
+    err_files = [log.err.format(rank=r, local_rank=r, node_rank=0) for r in range(len(names))]
+    settings = Settings(
+        grace=log.grace,
+        timeout=job.timeout,
+        label=log.prefix if log.label and ranks_here else "",
+        signals=signal_numbers(spec.start.signals),
+        err_files=[os.path.join(log.dir, name) for name in err_files] if log.dir and ranks_here else [],
+    )
+    with_counts = lambda attempt: [{**env, **restart_counts(attempt)} for env in envs_for(attempt)]  # noqa: E731
+    return run_job(commands_for, with_counts, names, ranks_here, job.restarts, settings)
 
-    def stop(signum: int) -> None:
-        for proc in children.values():
-            if proc.returncode is None:
-                try:
-                    proc.send_signal(signum)
-                except ProcessLookupError:
-                    pass
 
-    while any(proc.returncode is None for proc in children.values()):
-        timeout = 1.0 if kill_at is None else min(1.0, max(0.0, kill_at - time.monotonic()))
-        info = signal.sigtimedwait(waited, timeout)
-        if info is not None and info.si_signo != signal.SIGCHLD:
-            stop(info.si_signo)
-            kill_at = kill_at or time.monotonic() + grace
-        for proc in children.values():
-            if proc.returncode is not None:
-                continue
-            returned = proc.poll()
-            if returned is not None:
-                code = 128 - returned if returned < 0 else returned
-                if code and failure is None:
-                    failure = code
-                    stop(signal.SIGTERM)
-                    kill_at = kill_at or time.monotonic() + grace
-        if kill_at is not None and time.monotonic() >= kill_at:
-            stop(signal.SIGKILL)
-            kill_at = float("inf")
-    return failure or 0
+def signal_numbers(names: Mapping[str, Optional[str]]) -> Dict[int, Optional[int]]:
+    """``{SIGHUP: SIGTERM, SIGUSR2: null}`` as numbers; a name that is no signal is one error line."""
+    import signal
+
+    def number(name: str) -> int:
+        try:
+            return int(signal.Signals[name])
+        except KeyError:
+            raise LaunchError(f"start.signals: {name!r} is not a signal name (SIGTERM, SIGUSR1, ...)") from None
+
+    return {number(got): None if sent is None else number(sent) for got, sent in names.items()}

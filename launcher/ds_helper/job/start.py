@@ -158,9 +158,12 @@ def start_command(
     env: Mapping[str, str],
     plan_json: str,
     rank_argv: Optional[List[str]] = None,
+    label: bool = False,
+    forward: Optional[Mapping[str, str]] = None,
 ) -> List[str]:
-    """The manager's command line that starts every rank as ``ds-helper`` with the plan in ``PLAN_VAR``, or, given
-    ``rank_argv`` (``ds-helper --plan FILE``), as that command with nothing forwarded."""
+    """The manager's command line that starts every rank as ``ds-helper`` with the plan in ``PLAN_VAR`` (and the
+    ``forward`` variables), or, given ``rank_argv`` (``ds-helper --plan FILE``), as that command with nothing
+    forwarded; each line labelled with its rank by the manager when ``label`` (``start.label``)."""
     start = spec.start
     if not start.program:
         raise LaunchError(f"launcher={spec.name} cannot start a job: {start.cannot or 'no start block'}")
@@ -170,8 +173,14 @@ def start_command(
     argv = [program, *start.args, *[str(a) for a in job.manager_args], *_shape_args(spec, shape, in_allocation)]
     if binds:
         argv += start.no_bind
+    if label:
+        if not start.label:
+            raise LaunchError(f"launcher={spec.name}: {program} has no option to label lines (log.label=true)")
+        argv += start.label
     if rank_argv is not None:
         return argv + rank_argv
+    for name, value in (forward or {}).items():
+        argv += _format_template(start.env, name=name, value=value)
     argv += forwarding(spec, plan_json)
     return argv + rank_command()
 

@@ -157,6 +157,7 @@ _START_PLACEHOLDERS = {
     "hosts": ("hosts",),
     "host_form": ("host", "ranks_per_node"),
     "env": ("name", "value"),
+    "label": (),
 }
 """The placeholders each template of a launcher's ``start`` block may use (job/start.py fills them)."""
 

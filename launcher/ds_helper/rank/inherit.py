@@ -91,7 +91,7 @@ PR_SET_PDEATHSIG = 1
 SIGINT, SIGKILL = 2, 9  # Linux's numbers: the signal module imports enum, which a rank does not need
 
 
-def _libc_function(name: str) -> Callable[..., int]:
+def libc_function(name: str) -> Callable[..., int]:
     """``ctypes.CDLL(None).NAME``: a C library function already in this process, int arguments and result.
 
     Built from ctypes' C core, which is what ``ctypes.CDLL`` itself builds on: ``import ctypes`` first defines
@@ -122,7 +122,7 @@ def death_signal_setter() -> Callable[[int], bool]:
     The kernel sends the signal when the parent *thread* that forked the process exits; the managers tested
     (MPICH's proxy, Open MPI's mpirun, slurmstepd) fork ranks from threads that live as long as the job.
     """
-    prctl = _libc_function("prctl")
+    prctl = libc_function("prctl")
 
     def die_with(parent: int) -> bool:
         prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)

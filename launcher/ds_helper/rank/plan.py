@@ -55,6 +55,8 @@ class StartSpec(Record):
     env: list[str]
     no_bind: list[str]
     allocation: list[str]
+    label: list[str]
+    signals: dict[str, str | None]
 
 
 class LauncherSpec(Record):
@@ -101,6 +103,7 @@ class LogSpec(Record):
     tee: bool
     prefix: str
     grace: float
+    label: bool
 
 
 class BindSpec(Record):

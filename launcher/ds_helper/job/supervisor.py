@@ -1,0 +1,606 @@
+"""The supervisor of a job ds-helper starts: its processes, their signals, output, failures, restarts, time limit.
+
+The starting ds-helper stays for the whole job and runs this loop (the ranks never do: their path is unchanged).
+It supervises *members*: the N ranks of a local job, or the one manager process (``mpiexec``, ``mpirun``,
+``srun``) of a job started through a manager. What users expect of it, each point tested in
+tests/test_supervisor.py with real processes:
+
+* **Signals as if each rank ran alone at the terminal.** Every member starts in a session of its own, so a
+  terminal's Ctrl-C (or Ctrl-\\, hangup) reaches ds-helper alone, which sends it once to each member: a local
+  rank's whole process group (its children too, as a terminal would), a manager's own process (it forwards to
+  its ranks itself). SIGUSR1/SIGUSR2 (preemption notices of Slurm ``--signal``, LSF, PBS) go to the member's
+  process only: a DataLoader worker would die of them. ds-helper never dies of a signal it can forward.
+* **Stop, then grace.** After a stop signal from the user (INT, TERM, HUP, QUIT) the members have ``grace``
+  seconds to finish (a save), then SIGKILL; a rank exiting because of that signal is no failure.
+* **A failure stops the job.** The first member to fail is the root cause; the others get SIGTERM, then SIGKILL
+  after ``grace``. The job's last lines name it: rank, host, exit code or signal by name, last stderr lines.
+* **Ctrl-Z / fg.** A member alone in its session is an orphaned process group, which the kernel does not stop
+  for SIGTSTP: ds-helper stops the members with SIGSTOP, then itself, and continues them on SIGCONT.
+* **Nothing left behind.** ds-helper is the child subreaper of everything it starts: a rank's child or daemon
+  whose parent exits is re-parented here, not to init. When the job ends, every process group and every such
+  orphan gets SIGTERM, then SIGKILL after ``grace``.
+* **Whole lines.** Each member's stdout and stderr reach ds-helper through pipes (stdout through a pseudo
+  terminal when ds-helper's own stdout is one, so the script line-buffers and colours as it would alone) and
+  are copied in whole lines, optionally labelled; only a line's start waits up to 0.25 s for its end.
+
+Standard library only, and none of it imported by a rank.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable, Deque, Dict, List, Optional, Sequence
+
+from ds_helper.rank.inherit import death_signal_setter, libc_function, restore_signals
+
+if TYPE_CHECKING:
+    import selectors
+
+STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+"""The user's (or scheduler's) stop signals: forwarded, then ``grace`` seconds, then SIGKILL."""
+NOTICES = (signal.SIGUSR1, signal.SIGUSR2)
+"""Forwarded to each member's own process, nothing else happens."""
+_SUSPENDS = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
+_OTHERS = (signal.SIGCHLD, signal.SIGCONT)
+TIMEOUT_CODE = 124  # timeout(1)'s
+TAIL_LINES = 12
+_TAIL_WIDTH = 400
+_HOLD_SECONDS = 0.25
+_HOLD_BYTES = 65536
+_READ = 1 << 20
+_PIPE_SIZE = 1 << 20  # fewer wake-ups per MB than the default 64 KiB (capped by fs.pipe-max-size)
+PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+
+
+def signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def describe_status(code: int) -> str:
+    """``exited with code 1`` or ``was killed by SIGSEGV (exit code 139)``, from a shell-style code."""
+    if code > 128 and code - 128 in {int(s) for s in signal.Signals}:
+        return f"was killed by {signal_name(code - 128)} (exit code {code})"
+    return f"exited with code {code}"
+
+
+@dataclass
+class Settings:
+    grace: float = 30.0
+    timeout: Optional[float] = None  # seconds for the whole job, restarts included
+    label: str = ""  # a template with {rank}: put in front of every line of a local rank
+    signals: Dict[int, Optional[int]] = field(default_factory=dict)  # a manager's: what to send it instead
+    host: str = field(default_factory=socket.gethostname)
+    err_files: List[str] = field(default_factory=list)  # each member's stderr file when log.dir keeps it
+
+
+class _Lines:
+    """One output stream of a member, copied to ``target`` in whole lines (labelled when asked)."""
+
+    def __init__(self, target: int, label: bytes, keep_tail: bool) -> None:
+        self.target: Optional[int] = target
+        self.label = label
+        self.at_line_start = True
+        self.held = b""
+        self.held_since = 0.0
+        self.tail: Optional[Deque[bytes]] = deque(maxlen=TAIL_LINES) if keep_tail else None
+        self.partial = b""  # the tail's unfinished last line
+
+    def feed(self, data: bytes, now: float) -> None:
+        if self.tail is not None:
+            self._keep(data)
+        if self.target is None:
+            return
+        out = self.held + data
+        end = out.rfind(b"\n") + 1
+        if len(out) - end > _HOLD_BYTES:
+            end = len(out)
+        if not self.held or end:
+            self.held_since = now
+        self.held = out[end:]
+        self._send(out[:end])
+
+    def _keep(self, data: bytes) -> None:
+        assert self.tail is not None
+        lines = (self.partial + data).split(b"\n")
+        self.partial = lines.pop()[-_TAIL_WIDTH:]
+        self.tail.extend(line[:_TAIL_WIDTH] for line in lines[-TAIL_LINES:])
+
+    def last_lines(self) -> List[str]:
+        lines = list(self.tail or ()) + ([self.partial] if self.partial else [])
+        return [line.decode(errors="replace").rstrip("\r") for line in lines][-TAIL_LINES:]
+
+    def flush_held(self, now: float) -> None:
+        if self.held and now - self.held_since >= _HOLD_SECONDS:
+            held, self.held = self.held, b""
+            self._send(held)
+
+    def close(self) -> None:
+        if self.held and not self.held.endswith(b"\n") and self.label:
+            self.held += b"\n"  # the next member's line starts afresh
+        self.held_since = 0.0
+        self.flush_held(float("inf"))
+
+    def _send(self, data: bytes) -> None:
+        if not data or self.target is None:
+            return
+        parts = self._labelled(data) if self.label else [data]
+        if not _write_parts(self.target, parts):
+            self.target = None
+
+    def _labelled(self, data: bytes) -> List[bytes]:
+        """``data`` with the label at each line start, in one pass and no copy beyond the replace."""
+        lines = data.count(b"\n")
+        ends_line = data.endswith(b"\n")
+        # Every newline but a final one is followed by the label.
+        body = data.replace(b"\n", b"\n" + self.label, lines - 1 if ends_line else lines)
+        parts = [self.label, body] if self.at_line_start else [body]
+        self.at_line_start = ends_line
+        return parts
+
+
+def _write_parts(fd: int, parts: List[bytes]) -> bool:
+    """``parts`` written in one system call when it takes them all (the usual case), else the rest piece-wise."""
+    if len(parts) == 1:
+        return _write_all(fd, parts[0])
+    try:
+        done = os.writev(fd, parts)
+    except (BlockingIOError, InterruptedError):
+        done = 0
+    except OSError:
+        return False
+    return _write_all(fd, b"".join(parts)[done:]) if done < sum(map(len, parts)) else True
+
+
+def _write_all(fd: int, data: bytes) -> bool:
+    """Everything written; False when the descriptor stopped taking bytes (reader gone, disk full)."""
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view) :]
+        except InterruptedError:
+            continue
+        except BlockingIOError:
+            import select
+
+            select.select([], [fd], [])
+        except OSError:
+            return False
+    return True
+
+
+@dataclass
+class Member:
+    """One process the supervisor started: a local rank, or a manager."""
+
+    name: str  # "rank 3", "mpiexec.hydra"
+    pid: int
+    group: bool  # stop signals go to its whole process group (a rank), or to it alone (a manager)
+    started: float
+    code: Optional[int] = None  # shell-style: 128+N for signal N
+    ended: float = 0.0
+    err: Optional[_Lines] = None
+
+    def send(self, signum: int, whole_group: bool = True) -> None:
+        try:
+            if (self.group and whole_group) or signum == signal.SIGKILL:
+                os.killpg(self.pid, signum)  # the group outlives its leader while a child of it runs
+            elif self.code is None:
+                os.kill(self.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+@dataclass
+class Outcome:
+    kind: str  # "done", "failed", "stopped", "timeout"
+    code: int
+    first: Optional[Member] = None
+    stop_signal: int = 0
+    stopped: int = 0  # members still running when the first failed, stopped by ds-helper
+    members: List[Member] = field(default_factory=list)
+
+
+class _Signals:
+    """The signals ds-helper handles, as bytes on a pipe the loop selects on (``signal.set_wakeup_fd``)."""
+
+    def __init__(self) -> None:
+        self.read, self.write = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.previous: Dict[int, object] = {}
+        ignored = {s for s in (*STOPS, *NOTICES) if signal.getsignal(s) == signal.SIG_IGN}  # nohup's HUP stays so
+        self.old_wakeup = signal.set_wakeup_fd(self.write, warn_on_full_buffer=False)
+        for signum in (*STOPS, *NOTICES, *_SUSPENDS, *_OTHERS):
+            if signum not in ignored:
+                self.previous[signum] = signal.signal(signum, _note)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, self.previous)
+
+    def pending(self) -> List[int]:
+        try:
+            return list(os.read(self.read, 1024))
+        except BlockingIOError:
+            return []
+
+    def close(self) -> None:
+        signal.set_wakeup_fd(self.old_wakeup)
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
+        os.close(self.read)
+        os.close(self.write)
+
+
+def _note(signum: int, frame: object) -> None:
+    """The byte on the wake-up pipe is the whole message."""
+
+
+def _terminal_out() -> bool:
+    try:
+        return os.isatty(1)
+    except OSError:
+        return False
+
+
+def _stdout_pair(as_terminal: bool) -> tuple[int, int]:
+    """(read end, write end) for a member's stdout: a pseudo terminal passing bytes unchanged, or a pipe."""
+    if as_terminal:
+        import fcntl
+        import termios
+
+        master, slave = os.openpty()
+        attributes = termios.tcgetattr(slave)
+        attributes[1] &= ~termios.OPOST  # no \n -> \r\n: the real terminal does that once
+        termios.tcsetattr(slave, termios.TCSANOW, attributes)
+        try:
+            size = fcntl.ioctl(1, termios.TIOCGWINSZ, b"\0" * 8)
+            fcntl.ioctl(slave, termios.TIOCSWINSZ, size)
+        except OSError:
+            pass
+        os.set_inheritable(master, False)
+        return master, slave
+    return _pipe()
+
+
+def _pipe() -> tuple[int, int]:
+    import fcntl
+
+    read, write = os.pipe2(os.O_CLOEXEC)
+    try:
+        fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
+    except OSError:
+        pass  # above this user's limit: the default size works, a little slower
+    return read, write
+
+
+def _spawn(command: Sequence[str], env: Dict[str, str], out_w: int, err_w: int, stdin: bool) -> int:
+    """Fork and exec ``command`` in a session of its own, dying with ds-helper (even by SIGKILL). Every other
+    descriptor passed down to ds-helper stays open, as under mpiexec; without ``stdin``, stdin is /dev/null."""
+    parent = os.getpid()
+    die_with = death_signal_setter()  # made before the fork: the child only calls it
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()
+            if not die_with(parent):
+                os._exit(128 + signal.SIGKILL)
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            if not stdin:
+                os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+            if _SOFT_LIMIT[0] >= 0:
+                import resource
+
+                hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+                resource.setrlimit(resource.RLIMIT_NOFILE, (_SOFT_LIMIT[0], hard))
+            for signum in (*STOPS, *NOTICES, *_SUSPENDS, *_OTHERS):
+                if signal.getsignal(signum) is _note:
+                    signal.signal(signum, signal.SIG_DFL)
+            signal.set_wakeup_fd(-1)
+            restore_signals()
+            os.execvpe(command[0], list(command), env)
+        except OSError as exc:
+            os.write(2, f"ds-helper: error: cannot run {command[0]}: {exc.strerror}\n".encode())
+        os._exit(127)
+    return pid
+
+
+def _children() -> List[int]:
+    """This process's children now, orphans re-parented to it included (``/proc/PID/task/TID/children``)."""
+    found: List[int] = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            with open(f"/proc/self/task/{task}/children") as handle:
+                found += [int(pid) for pid in handle.read().split()]
+        except OSError:
+            continue
+    return found
+
+
+def _more_descriptors() -> int:
+    """Raise this process's descriptor limit to the hard one (3 per rank here: 1024 ranks pass the usual soft
+    1024); the soft limit it had, which each member gets back before its exec."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ValueError, OSError):
+        pass
+    return soft
+
+
+_SOFT_LIMIT = [-1]  # the descriptor limit ds-helper was started with, for the members
+
+
+def become_subreaper() -> bool:
+    try:
+        return libc_function("prctl")(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+class Attempt:
+    """One run of the whole job: start the members, copy their output, handle signals, until all have ended."""
+
+    def __init__(
+        self, commands: List[List[str]], envs: List[Dict[str, str]], names: List[str], group: bool, settings: Settings
+    ) -> None:
+        self.settings = settings
+        self.members: List[Member] = []
+        self.streams: Dict[int, _Lines] = {}
+        self.owner: Dict[int, Member] = {}
+        self.by_pid: Dict[int, Member] = {}
+        as_terminal = _terminal_out()
+        for index, (command, env, name) in enumerate(zip(commands, envs, names, strict=True)):
+            label = settings.label.format(rank=index).encode() if settings.label and group else b""
+            out_r, out_w = _stdout_pair(as_terminal)
+            err_r, err_w = _pipe()
+            try:
+                pid = _spawn(command, env, out_w, err_w, stdin=index == 0)  # stdin is rank 0's, as under mpiexec
+            finally:
+                os.close(out_w)
+                os.close(err_w)
+            member = Member(name, pid, group, time.monotonic())
+            member.err = _Lines(2, label, keep_tail=True)
+            self.streams[out_r] = _Lines(1, label, keep_tail=False)
+            self.streams[err_r] = member.err
+            self.owner[out_r] = self.owner[err_r] = member
+            self.members.append(member)
+            self.by_pid[pid] = member
+
+    def running(self) -> List[Member]:
+        return [m for m in self.members if m.code is None]
+
+    def send(self, signum: int, whole_group: bool = True) -> None:
+        for member in self.members:
+            member.send(signum, whole_group)
+
+
+def _reap(attempt: Optional[Attempt], now: float) -> List[Member]:
+    """Collect every child that ended (orphans re-parented here too); the members among them, in order."""
+    ended: List[Member] = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return ended
+        if pid == 0:
+            return ended
+        member = attempt.by_pid.get(pid) if attempt else None
+        if member is not None:
+            member.code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
+            member.ended = now
+            ended.append(member)
+
+
+def _say(line: str) -> None:
+    sys.stderr.flush()
+    _write_all(2, f"ds-helper: {line}\n".encode())
+
+
+class Supervisor:
+    """The loop: output, signals, ended children, the time limit; one attempt of the job at a time."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.signals = _Signals()
+        self.deadline = float("inf") if settings.timeout is None else time.monotonic() + settings.timeout
+        self.said: set[int] = set()
+
+    def run(self, attempt: Attempt) -> Outcome:
+        import selectors
+
+        selector = selectors.DefaultSelector()
+        selector.register(self.signals.read, selectors.EVENT_READ)
+        streams = dict(attempt.streams)
+        for fd in streams:
+            selector.register(fd, selectors.EVENT_READ)
+        outcome: Optional[Outcome] = None
+        kill_at = float("inf")
+        swept = False
+
+        def stop(now: float, signum: int) -> None:
+            nonlocal kill_at
+            attempt.send(signum)
+            kill_at = min(kill_at, now + self.settings.grace)
+
+        while True:
+            now = time.monotonic()
+            wait = min(kill_at, self.deadline, now + 5.0) - now
+            if any(stream.held for stream in streams.values()):
+                wait = min(wait, _HOLD_SECONDS)
+            for key, _ in selector.select(max(0.0, wait)):
+                if key.fd != self.signals.read:
+                    self._copy(int(key.fd), streams, selector, now)
+            now = time.monotonic()
+            for stream in streams.values():
+                stream.flush_held(now)
+            for got in self.signals.pending():
+                signum = self._passed_on(got)
+                if got in STOPS:
+                    outcome = outcome or Outcome("stopped", 0, stop_signal=got)
+                    stop(now, signum or got)
+                elif got in NOTICES and signum:
+                    attempt.send(signum, whole_group=False)
+                elif got in _SUSPENDS:
+                    attempt.send(signal.SIGSTOP)  # alone in its session, a member ignores SIGTSTP (orphaned group)
+                    os.kill(os.getpid(), signal.SIGSTOP)  # here until SIGCONT (the shell's fg or bg)
+                elif got == signal.SIGCONT:
+                    attempt.send(signal.SIGCONT)
+            for member in _reap(attempt, now):
+                if member.code and outcome is None:
+                    outcome = Outcome("failed", member.code, first=member, stopped=len(attempt.running()))
+                    stop(now, signal.SIGTERM)
+            if now >= self.deadline and outcome is None:
+                outcome = Outcome("timeout", TIMEOUT_CODE)
+                stop(now, signal.SIGTERM)
+            if now >= kill_at:
+                attempt.send(signal.SIGKILL)
+                for orphan in _children():
+                    _signal_quietly(orphan, signal.SIGKILL)
+                kill_at = float("inf")
+            if attempt.running():
+                continue
+            leftovers = _children()  # the ranks' children and daemons, re-parented here
+            if leftovers and not swept:
+                swept = True
+                stop(now, signal.SIGTERM)
+                for orphan in leftovers:
+                    _signal_quietly(orphan, signal.SIGTERM)
+            elif not leftovers:
+                for fd in list(streams):  # every writer has ended: what is left is read without waiting
+                    selector.unregister(fd)
+                    _drain(fd, streams.pop(fd))
+                break
+        selector.close()
+        result = outcome or Outcome("done", 0)
+        if result.kind == "stopped":  # the first rank to end with a code says how the job ended
+            result.code = next((m.code for m in sorted(attempt.members, key=lambda m: m.ended) if m.code), 0)
+        result.members = attempt.members
+        return result
+
+    def _passed_on(self, got: int) -> Optional[int]:
+        """The signal a member gets for ``got`` (a manager's ``start.signals``); None, said once: not passed on."""
+        if got not in self.settings.signals:
+            return got
+        sent = self.settings.signals[got]
+        if sent is None and got not in self.said:
+            self.said.add(got)
+            _say(f"{signal_name(got)} is not passed on: the manager would die of it (docs/jobs.md, Supervision)")
+        return sent
+
+    @staticmethod
+    def _copy(fd: int, streams: Dict[int, _Lines], selector: selectors.BaseSelector, now: float) -> None:
+        try:
+            data = os.read(fd, _READ)
+        except OSError:  # EIO: a pseudo terminal whose every writer has closed it
+            data = b""
+        stream = streams[fd]
+        if data:
+            stream.feed(data, now)
+        if not data or (stream.target is None and stream.tail is None):
+            selector.unregister(fd)
+            os.close(fd)  # the writer gets EPIPE, as it would alone with nobody reading
+            streams.pop(fd).close()
+
+    def close(self) -> None:
+        self.signals.close()
+
+
+def _signal_quietly(pid: int, signum: int) -> None:
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _drain(fd: int, stream: _Lines) -> None:
+    os.set_blocking(fd, False)
+    while True:
+        try:
+            data = os.read(fd, _READ)
+        except OSError:
+            data = b""
+        if not data:
+            break
+        stream.feed(data, time.monotonic())
+    os.close(fd)
+    stream.close()
+
+
+def _last_lines(path: str) -> List[str]:
+    """The end of a rank's log file (log.dir), read from its last 64 KiB."""
+    if not path:
+        return []
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(max(0, os.fstat(handle.fileno()).st_size - 65536))
+            data = handle.read()
+    except OSError:
+        return []
+    stream = _Lines(-1, b"", keep_tail=True)
+    stream.target = None
+    stream.feed(data, 0.0)
+    return stream.last_lines()
+
+
+def summary(outcome: Outcome, settings: Settings, started: float) -> List[str]:
+    """The job's last lines when it failed: the first member to fail and why, then its last stderr lines."""
+    first = outcome.first
+    if first is None or first.code is None:
+        return []
+    index = outcome.members.index(first)
+    err_file = settings.err_files[index] if index < len(settings.err_files) else ""
+    tail = (first.err.last_lines() if first.err else []) or _last_lines(err_file)
+    where = f" ({err_file})" if err_file else ""
+    lines = [f"{first.name} failed first; its last lines on stderr{where}:"]
+    lines += [f"  | {line}" for line in tail] or ["  (nothing)"]
+    after = f"{first.ended - started:.1f} s after the start"
+    others = f"; ds-helper stopped the {outcome.stopped} still running (SIGTERM)" if outcome.stopped else ""
+    lines.append(f"job failed: {first.name} on {settings.host} {describe_status(first.code)}, {after}{others}")
+    return lines
+
+
+def run_job(
+    command_for: Callable[[int], List[List[str]]],
+    envs_for: Callable[[int], List[Dict[str, str]]],
+    names: List[str],
+    group: bool,
+    restarts: int,
+    settings: Settings,
+) -> int:
+    """Run the job, again after a failure up to ``restarts`` times; its exit code (failing rank's, 124, 0)."""
+    become_subreaper()
+    _SOFT_LIMIT[0] = _more_descriptors()
+    supervisor = Supervisor(settings)
+    try:
+        for number in range(restarts + 1):
+            started = time.monotonic()
+            attempt = Attempt(command_for(number), envs_for(number), names, group, settings)
+            outcome = supervisor.run(attempt)
+            if outcome.kind == "timeout":
+                _say(f"job.timeout={settings.timeout:g}: the job ran longer; stopped it (exit code {TIMEOUT_CODE})")
+                return TIMEOUT_CODE
+            if outcome.kind != "failed":
+                return outcome.code
+            for line in summary(outcome, settings, started):
+                _say(line)
+            if number < restarts:
+                assert outcome.first is not None
+                _say(
+                    f"restarting the job (restart {number + 1} of job.restarts={restarts}): "
+                    f"{outcome.first.name} {describe_status(outcome.code)}"
+                )
+        return outcome.code
+    finally:
+        supervisor.close()

@@ -1,0 +1,383 @@
+"""The job ds-helper starts and supervises itself (``ds-helper job.ranks=N``), tried as a user would: a real
+interactive shell on a pseudo terminal for Ctrl-C and Ctrl-Z, real signals, real children and grandchildren."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pty
+import re
+import select
+import signal
+import socket
+import subprocess
+import termios
+import time
+import uuid
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+from conftest import DS_HELPER, SCRIPTS, alive_with, clean_env, ds, json_lines, start_watched, wait_for
+
+
+class Shell:
+    """An interactive bash on a fresh pseudo terminal: what a person types goes through the terminal's driver,
+    which turns Ctrl-C into SIGINT and Ctrl-Z into SIGTSTP for the foreground job, as at a desk."""
+
+    def __init__(self, env: Dict[str, str]) -> None:
+        self.master, slave = pty.openpty()
+
+        def take_terminal() -> None:
+            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+        self.proc = subprocess.Popen(
+            ["bash", "--norc", "--noprofile", "-i"],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env={**env, "PS1": "PROMPT> ", "TERM": "dumb"},
+            cwd=SCRIPTS,
+            start_new_session=True,
+            preexec_fn=take_terminal,
+        )
+        os.close(slave)
+        self.seen = b""
+        self.cursor = 0
+        self.read_until(b"PROMPT> ")
+
+    def read_until(self, word: bytes, count: int = 1, timeout: float = 120) -> bytes:
+        """What the terminal showed since the last call, up to where ``word`` appeared ``count`` times."""
+        start = self.cursor
+        deadline = time.monotonic() + timeout
+        while self.seen[start:].count(word) < count and time.monotonic() < deadline:
+            if select.select([self.master], [], [], 0.5)[0]:
+                try:
+                    self.seen += os.read(self.master, 65536)
+                except OSError:  # the shell is gone
+                    break
+        assert self.seen[start:].count(word) >= count, self.seen[start:].decode(errors="replace")
+        end = start
+        for _ in range(count):
+            end = self.seen.index(word, end) + len(word)
+        self.cursor = end  # what came after the word is for the next call
+        return self.seen[start:end]
+
+    def type(self, keys: bytes) -> None:
+        os.write(self.master, keys)
+
+    def run(self, command: str) -> None:
+        """Start ``command`` as the shell's foreground job."""
+        self.type(command.encode() + b"\n")
+
+    def exit_code(self) -> int:
+        """The foreground job's exit code, once it has ended and the shell prompts again."""
+        self.read_until(b"PROMPT> ", timeout=120)
+        self.type(b"echo EXIT=$?\n")
+        shown = self.read_until(b"PROMPT> ")
+        found = re.search(rb"EXIT=(\d+)", shown)
+        assert found, shown.decode(errors="replace")
+        return int(found.group(1))
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        os.close(self.master)
+
+
+@pytest.fixture
+def shell(tmp_path: Path):
+    terminal = Shell(clean_env(SIGNAL_DIR=str(tmp_path)))
+    yield terminal
+    terminal.close()
+
+
+def records(folder: Path, suffix: str = "") -> Dict[str, List[str]]:
+    return {p.name.removesuffix(suffix): p.read_text().split() for p in sorted(folder.glob(f"*{suffix}"))}
+
+
+def process_state(pid: int) -> str:
+    """R, S, T (stopped), ... from /proc/PID/stat."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+# --- signals as if each rank ran alone at the terminal --------------------------------------------------------
+
+
+def test_ctrl_c_at_a_terminal_lets_every_checkpointing_rank_save(shell: Shell, tmp_path: Path) -> None:
+    shell.run(f"{DS_HELPER} job.ranks=4 log.quiet=true checkpoint.py")
+    shell.read_until(b"ready", 4)
+    shell.type(b"\x03")
+    assert shell.exit_code() == 130  # the ranks' own code, as bare python's after Ctrl-C
+    assert records(tmp_path, ".signals") == {str(r): ["SIGINT"] for r in range(4)}  # once each, never twice
+    assert records(tmp_path, ".saved") == {str(r): ["saved"] for r in range(4)}  # nobody cut short by SIGTERM
+
+
+def test_ctrl_z_stops_every_rank_and_fg_continues_them(shell: Shell) -> None:
+    shell.run(f"{DS_HELPER} job.ranks=2 log.quiet=true sleeper.py ticking")
+    shown = shell.read_until(b"ready", 2) + shell.read_until(b"\n")  # the second one's pid too
+    pids = [int(pid) for pid in re.findall(rb"ready (\d+)", shown)]
+    shell.type(b"\x1a")
+    shell.read_until(b"Stopped")
+    shell.read_until(b"PROMPT> ")  # the shell has the terminal back
+    deadline = time.monotonic() + 30
+    while {process_state(pid) for pid in pids} != {"T"} and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [process_state(pid) for pid in pids] == ["T", "T"]
+    shell.type(b"fg\n")
+    deadline = time.monotonic() + 30
+    while "T" in {process_state(pid) for pid in pids} and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "T" not in [process_state(pid) for pid in pids]
+    shell.type(b"\x03")
+    assert shell.exit_code() == 130
+
+
+def test_every_forwardable_signal_reaches_every_rank_once_and_ds_helper_survives(tmp_path: Path) -> None:
+    proc = start_watched(
+        [DS_HELPER, "job.ranks=2", "log.quiet=true", "log.grace=100", "catch_all.py"],
+        clean_env(SIGNAL_DIR=str(tmp_path)),
+    )
+    wait_for(proc, "ready", 2)
+    sent: List[str] = []
+    for name in ("SIGUSR1", "SIGUSR2", "SIGHUP", "SIGQUIT", "SIGINT"):
+        proc.send_signal(getattr(signal, name))
+        sent.append(name)
+        deadline = time.monotonic() + 30
+        while records(tmp_path) != {"0": sent, "1": sent} and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert records(tmp_path) == {"0": sent, "1": sent}
+        assert proc.poll() is None, f"ds-helper died of {name}"
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert records(tmp_path) == {"0": [*sent, "SIGTERM"], "1": [*sent, "SIGTERM"]}
+
+
+def test_sigterm_gives_every_rank_log_grace_to_save(tmp_path: Path) -> None:
+    proc = start_watched(
+        [DS_HELPER, "job.ranks=3", "log.quiet=true", "checkpoint.py"], clean_env(SIGNAL_DIR=str(tmp_path))
+    )
+    wait_for(proc, "ready", 3)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert records(tmp_path, ".saved") == {str(r): ["saved"] for r in range(3)}
+
+
+# --- nothing left behind --------------------------------------------------------------------------------------
+
+
+def _stop_by_sigterm(proc: subprocess.Popen[str]) -> None:
+    proc.send_signal(signal.SIGTERM)
+
+
+@pytest.mark.parametrize(
+    ("case", "options", "env", "code"),
+    [
+        ("a rank fails", [], {"FAIL_RANK": "1", "EXIT_CODE": "3"}, 3),
+        ("every rank succeeds", [], {"EXIT_CODE": "0"}, 0),
+        ("the user stops it", [], {}, 128 + signal.SIGTERM),
+        ("it times out", ["job.timeout=3"], {}, 124),
+    ],
+)
+def test_the_ranks_children_and_grandchildren_end_with_the_job(
+    case: str, options: List[str], env: Dict[str, str], code: int
+) -> None:
+    token = f"ds-helper-test-{uuid.uuid4().hex}"
+    command = [DS_HELPER, "job.ranks=2", "log.quiet=true", "log.grace=5", *options, "with_children.py", token]
+    proc = start_watched(command, clean_env(**env))
+    try:
+        wait_for(proc, "ready", 2)
+        if case == "the user stops it":
+            assert len(alive_with(token)) == 2 * 3 + 1  # each rank, its child and grandchild; ds-helper
+            _stop_by_sigterm(proc)
+        proc.communicate(timeout=60)
+        assert proc.returncode == code
+        assert alive_with(token) == [], case  # gone by the time ds-helper exits
+    finally:
+        for pid in alive_with(token):
+            os.kill(pid, signal.SIGKILL)
+
+
+# --- the root cause -------------------------------------------------------------------------------------------
+
+
+def test_a_failing_rank_is_named_with_its_host_exit_code_and_traceback() -> None:
+    result = ds("job.ranks=3", "log.quiet=true", "divide_by_zero.py", timeout=120)
+    assert result.returncode == 1
+    last = result.stderr.rstrip().splitlines()
+    assert last[-1].startswith(f"ds-helper: job failed: rank 1 on {socket.gethostname()} exited with code 1"), last
+    assert "ZeroDivisionError: division by zero" in last[-2], last
+    assert "Traceback (most recent call last):" in "\n".join(last[-8:])
+
+
+def test_a_rank_killed_by_a_signal_is_named_by_the_signal(tmp_path: Path) -> None:
+    env = clean_env(SIGNAL_DIR=str(tmp_path), FAIL_RANK="0", FAIL_CODE="0", FAIL_SIGNAL="SEGV")
+    result = ds("job.ranks=2", "log.quiet=true", "one_fails.py", env=env, timeout=120)
+    assert result.returncode == 128 + signal.SIGSEGV
+    assert "rank 0 on " in result.stderr.splitlines()[-1]
+    assert "was killed by SIGSEGV (exit code 139)" in result.stderr.splitlines()[-1]
+
+
+# --- restarts and the time limit ------------------------------------------------------------------------------
+
+
+def test_restarts_start_the_whole_job_again_with_a_fresh_port_and_the_attempt_number(tmp_path: Path) -> None:
+    env = clean_env(SIGNAL_DIR=str(tmp_path))
+    result = ds("job.ranks=2", "log.quiet=true", "job.restarts=2", "fail_once.py", env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    attempts = sorted((r["TORCHELASTIC_RESTART_COUNT"], r["RANK"]) for r in rows)
+    assert attempts == [("0", "0"), ("0", "1"), ("1", "0"), ("1", "1")]
+    assert all(r["DS_HELPER_RESTART_COUNT"] == r["TORCHELASTIC_RESTART_COUNT"] for r in rows)
+    ports = {r["TORCHELASTIC_RESTART_COUNT"]: r["MASTER_PORT"] for r in rows}
+    assert ports["0"] != ports["1"], ports
+    assert result.stderr.count("ds-helper: restarting the job (restart 1 of job.restarts=2)") == 1, result.stderr
+
+
+def test_restarts_give_up_after_n_with_the_failing_ranks_code(tmp_path: Path) -> None:
+    env = clean_env(FAIL_TIMES="99", SIGNAL_DIR=str(tmp_path))
+    result = ds("job.ranks=2", "log.quiet=true", "job.restarts=2", "fail_once.py", env=env, timeout=120)
+    assert result.returncode == 3
+    assert len(result.stdout.splitlines()) == 6  # 3 attempts of 2 ranks
+    assert result.stderr.count("ds-helper: restarting the job") == 2
+    assert result.stderr.rstrip().splitlines()[-1].startswith("ds-helper: job failed: rank 1")
+
+
+def test_a_job_stopped_by_the_user_is_not_restarted(tmp_path: Path) -> None:
+    proc = start_watched(
+        [DS_HELPER, "job.ranks=2", "log.quiet=true", "job.restarts=3", "on_sigterm.py"],
+        clean_env(SIGNAL_DIR=str(tmp_path)),
+    )
+    wait_for(proc, "ready", 2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 7 and "restarting" not in out and "ready" not in out  # no second attempt
+
+
+def test_job_timeout_stops_the_job_says_so_and_exits_124() -> None:
+    started = time.monotonic()
+    result = ds("job.ranks=2", "log.quiet=true", "job.timeout=2", "log.grace=2", "stubborn.py", timeout=120)
+    assert result.returncode == 124
+    assert 2 <= time.monotonic() - started < 30
+    assert "ds-helper: job.timeout=2: " in result.stderr
+
+
+# --- output people can read -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("label", [False, True])
+def test_every_line_of_every_rank_arrives_whole(label: bool) -> None:
+    options = ["log.label=true"] if label else []
+    env = clean_env(LINES="1500", WIDTH="150")
+    result = ds("job.ranks=4", "log.quiet=true", *options, "many_lines.py", env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 4 * 1500
+    pattern = re.compile(r"\[(\d)\] (\d)\2{149}" if label else r"(\d)\1{149}")
+    broken = [line for line in lines if not pattern.fullmatch(line)]
+    assert broken == [], broken[:3]
+    if label:
+        assert all(line[1] == line[4] for line in lines)  # the label is the writer's rank
+
+
+def test_a_ranks_stdout_is_a_terminal_when_ds_helpers_is(shell: Shell) -> None:
+    shell.run(f"{DS_HELPER} job.ranks=2 log.quiet=true is_terminal.py")
+    assert shell.exit_code() == 0
+    assert shell.seen.count(b"stdout is a terminal: True") == 2, shell.seen
+
+
+# --- jobs started through a manager: ds-helper stays as the manager's parent ----------------------------------
+
+MANAGER_JOBS = {
+    "mpich": ["launcher=mpich", "job.program=mpiexec.mpich"],
+    "openmpi": [
+        "launcher=openmpi",
+        "job.program=mpirun.openmpi",
+        "job.manager_args=[--allow-run-as-root,--oversubscribe]",
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("manager", "sent", "seen"),
+    [
+        ("mpich", ["SIGUSR1", "SIGUSR2", "SIGHUP"], ["SIGUSR1", "SIGTERM"]),  # Hydra dies of USR2 and HUP
+        ("openmpi", ["SIGUSR1", "SIGUSR2", "SIGQUIT"], ["SIGUSR1", "SIGUSR2", "SIGTERM"]),  # mpirun dies of QUIT
+    ],
+)
+def test_a_manager_job_gets_what_its_manager_can_pass_on_and_ds_helper_survives(
+    manager: str, sent: List[str], seen: List[str], tmp_path: Path
+) -> None:
+    proc = start_watched(
+        [DS_HELPER, *MANAGER_JOBS[manager], "job.ranks=2", "log.quiet=true", "catch_all.py"],
+        clean_env(SIGNAL_DIR=str(tmp_path)),
+    )
+    wait_for(proc, "ready", 2)
+    for name in sent[:-1]:
+        proc.send_signal(getattr(signal, name))
+        time.sleep(0.5)  # a signal that is not passed on leaves nothing to wait for
+        assert proc.poll() is None, f"ds-helper died of {name}"
+    proc.send_signal(getattr(signal, sent[-1]))  # a stop the manager would die of, passed on as SIGTERM
+    out, _ = proc.communicate(timeout=60)
+    assert records(tmp_path) == {"0": seen, "1": seen}, out
+    if manager == "mpich":
+        assert "ds-helper: SIGUSR2 is not passed on: the manager would die of it" in out
+
+
+@pytest.mark.parametrize(("manager", "label"), [("mpich", "[{rank}] "), ("openmpi", "[1,{rank}]<stdout>:")])
+def test_log_label_asks_the_manager_to_label_each_line(manager: str, label: str) -> None:
+    result = ds(*MANAGER_JOBS[manager], "job.ranks=2", "log.quiet=true", "log.label=true", "show.py", timeout=120)
+    assert result.returncode == 0, result.stderr
+    for rank in (0, 1):
+        assert any(
+            line.startswith(label.format(rank=rank) + '{"RANK": "' + str(rank)) for line in result.stdout.splitlines()
+        ), result.stdout
+
+
+@pytest.mark.parametrize("manager", list(MANAGER_JOBS))
+def test_job_timeout_ends_a_manager_job_with_124(manager: str) -> None:
+    options = [*MANAGER_JOBS[manager], "job.ranks=2", "log.quiet=true", "job.timeout=2", "log.grace=2"]
+    result = ds(*options, "sleeper.py", timeout=120)
+    assert result.returncode == 124
+    assert "ds-helper: job.timeout=2: " in result.stderr
+
+
+def test_restarts_through_a_manager_reach_the_ranks_with_the_attempt_and_a_fresh_port(tmp_path: Path) -> None:
+    env = clean_env(SIGNAL_DIR=str(tmp_path))
+    result = ds(*MANAGER_JOBS["mpich"], "job.ranks=2", "log.quiet=true", "job.restarts=1", "fail_once.py", env=env)
+    assert result.returncode == 0, result.stderr
+    rows = json_lines(result.stdout)  # Hydra may join two ranks' lines
+    assert sorted((r["TORCHELASTIC_RESTART_COUNT"], r["RANK"]) for r in rows) == [
+        ("0", "0"),
+        ("0", "1"),
+        ("1", "0"),
+        ("1", "1"),
+    ]
+    assert len({r["MASTER_PORT"] for r in rows}) == 2
+    assert (
+        "ds-helper: restarting the job (restart 1 of job.restarts=1): mpiexec.mpich exited with code 3" in result.stderr
+    )
+
+
+def test_what_open_mpi_leaves_behind_ends_with_the_job() -> None:
+    token = f"ds-helper-test-{uuid.uuid4().hex}"
+    command = [DS_HELPER, *MANAGER_JOBS["openmpi"], "job.ranks=2", "log.quiet=true", "log.grace=5"]
+    proc = start_watched([*command, "with_children.py", token], clean_env(FAIL_RANK="1", EXIT_CODE="3"))
+    try:
+        proc.communicate(timeout=60)
+        assert proc.returncode == 3
+        assert alive_with(token) == []  # mpirun alone leaves rank 1's child and grandchild (test_manager_behaviour)
+    finally:
+        for pid in alive_with(token):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_with_log_dir_the_failing_ranks_last_lines_come_from_its_file(tmp_path: Path) -> None:
+    result = ds("job.ranks=3", "log.quiet=true", f"log.dir={tmp_path}", "divide_by_zero.py", timeout=120)
+    assert result.returncode == 1
+    last = result.stderr.rstrip().splitlines()
+    assert f"rank 1 failed first; its last lines on stderr ({tmp_path}/rank-1.err):" in result.stderr
+    assert "ZeroDivisionError: division by zero" in last[-2], last
