@@ -189,8 +189,8 @@ def test_the_ranks_children_and_grandchildren_end_with_the_job(
     command = [DS_HELPER, "job.ranks=2", "log.quiet=true", "log.grace=5", *options, "with_children.py", token]
     proc = start_watched(command, clean_env(**env))
     try:
-        wait_for(proc, "ready", 2)
         if case == "the user stops it":
+            wait_for(proc, "ready", 2)
             assert len(alive_with(token)) == 2 * 3 + 1  # each rank, its child and grandchild; ds-helper
             _stop_by_sigterm(proc)
         proc.communicate(timeout=60)

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Deque, Dict, List, Optional, Sequence
 
 from ds_helper.rank.inherit import death_signal_setter, libc_function, restore_signals
+from ds_helper.rank.tee import write_all
 
 if TYPE_CHECKING:
     import selectors
@@ -150,31 +151,14 @@ class _Lines:
 def _write_parts(fd: int, parts: List[bytes]) -> bool:
     """``parts`` written in one system call when it takes them all (the usual case), else the rest piece-wise."""
     if len(parts) == 1:
-        return _write_all(fd, parts[0])
+        return write_all(fd, parts[0])
     try:
         done = os.writev(fd, parts)
     except (BlockingIOError, InterruptedError):
         done = 0
     except OSError:
         return False
-    return _write_all(fd, b"".join(parts)[done:]) if done < sum(map(len, parts)) else True
-
-
-def _write_all(fd: int, data: bytes) -> bool:
-    """Everything written; False when the descriptor stopped taking bytes (reader gone, disk full)."""
-    view = memoryview(data)
-    while view:
-        try:
-            view = view[os.write(fd, view) :]
-        except InterruptedError:
-            continue
-        except BlockingIOError:
-            import select
-
-            select.select([], [fd], [])
-        except OSError:
-            return False
-    return True
+    return write_all(fd, b"".join(parts)[done:]) if done < sum(map(len, parts)) else True
 
 
 @dataclass
@@ -204,7 +188,6 @@ class Outcome:
     kind: str  # "done", "failed", "stopped", "timeout"
     code: int
     first: Optional[Member] = None
-    stop_signal: int = 0
     stopped: int = 0  # members still running when the first failed, stopped by ds-helper
     members: List[Member] = field(default_factory=list)
 
@@ -358,7 +341,6 @@ class Attempt:
         self.settings = settings
         self.members: List[Member] = []
         self.streams: Dict[int, _Lines] = {}
-        self.owner: Dict[int, Member] = {}
         self.by_pid: Dict[int, Member] = {}
         as_terminal = _terminal_out()
         for index, (command, env, name) in enumerate(zip(commands, envs, names, strict=True)):
@@ -374,7 +356,6 @@ class Attempt:
             member.err = _Lines(2, label, keep_tail=True)
             self.streams[out_r] = _Lines(1, label, keep_tail=False)
             self.streams[err_r] = member.err
-            self.owner[out_r] = self.owner[err_r] = member
             self.members.append(member)
             self.by_pid[pid] = member
 
@@ -405,7 +386,7 @@ def _reap(attempt: Optional[Attempt], now: float) -> List[Member]:
 
 def _say(line: str) -> None:
     sys.stderr.flush()
-    _write_all(2, f"ds-helper: {line}\n".encode())
+    write_all(2, f"ds-helper: {line}\n".encode())
 
 
 class Supervisor:
@@ -448,7 +429,7 @@ class Supervisor:
             for got in self.signals.pending():
                 signum = self._passed_on(got)
                 if got in STOPS:
-                    outcome = outcome or Outcome("stopped", 0, stop_signal=got)
+                    outcome = outcome or Outcome("stopped", 0)
                     stop(now, signum or got)
                 elif got in NOTICES and signum:
                     attempt.send(signum, whole_group=False)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import selectors
 import signal
 import sys
@@ -100,7 +101,7 @@ class _Stream:
 
     def feed(self, data: bytes) -> None:
         if self.log is not None:
-            _write_all(self.log, data)
+            write_all(self.log, data)
         if self.target is None:
             return
         out = self.held + self._prefixed(data)
@@ -119,7 +120,7 @@ class _Stream:
             self._send(held)
 
     def _send(self, data: bytes) -> None:
-        if data and self.target is not None and not _write_all(self.target, data):
+        if data and self.target is not None and not write_all(self.target, data):
             self.target = None
 
     def _prefixed(self, data: bytes) -> bytes:
@@ -157,13 +158,17 @@ class _Stream:
             self.log = None
 
 
-def _write_all(fd: int, data: bytes) -> bool:
-    """Write everything; False when the descriptor stopped taking bytes (reader gone, disk full, closed)."""
-    while data:
+def write_all(fd: int, data: bytes) -> bool:
+    """Write everything; False when the descriptor stopped taking bytes (reader gone, disk full, closed). A
+    non-blocking descriptor (one inherited so) is waited for, not given up on."""
+    view = memoryview(data)
+    while view:
         try:
-            data = data[os.write(fd, data) :]
+            view = view[os.write(fd, view) :]
         except InterruptedError:
             continue
+        except BlockingIOError:
+            select.select([], [fd], [])
         except OSError:
             return False
     return True
