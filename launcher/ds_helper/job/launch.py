@@ -16,7 +16,7 @@ from typing import Dict, List, Mapping, NoReturn, Optional
 
 from ds_helper.compose.schema import JobSpec
 from ds_helper.job.dryrun import job_size, node_binding, print_job, shown_command
-from ds_helper.job.local import local_rank_env, restart_counts, supervise
+from ds_helper.job.local import local_rank_env, restart_counts, signal_numbers, supervise
 from ds_helper.job.shape import Shape, job_shape, local_shape, runs_here, shape_given
 from ds_helper.job.start import (
     check_plan_size,
@@ -58,6 +58,15 @@ def check_once(plan: Plan, shape: Shape) -> None:
         check_log_names(plan.log, shape.ranks, 0)
 
 
+def check_supervision(job: JobSpec, spec: LauncherSpec) -> None:
+    """The supervisor's own keys (job/supervisor.py), checked before anything starts."""
+    if isinstance(job.restarts, bool) or job.restarts < 0:
+        raise LaunchError(f"job.restarts={job.restarts}: must be 0 or more (the times a failed job starts again)")
+    if job.timeout is not None and not job.timeout > 0:
+        raise LaunchError(f"job.timeout={job.timeout}: must be a number of seconds above 0 (or null: no limit)")
+    signal_numbers(spec.start.signals)
+
+
 def start_job(
     plan: Plan, spec: LauncherSpec, job: JobSpec, args: List[str], env: Mapping[str, str], binds: bool
 ) -> NoReturn:
@@ -67,6 +76,7 @@ def start_job(
     if local:
         shape = local_shape(spec.name, job, shape)
     check_once(plan, shape)
+    check_supervision(job, spec)
     if binds and runs_here(local, shape):
         node_binding(plan, spec, shape)  # the ranks run on this machine: a binding that cannot work fails here, once
     port = plan.master.port if plan.master.port is not None else free_port()
