@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
-from conftest import DS_HELPER, SCRIPTS, alive_with, clean_env, ds, json_lines, start_watched, wait_for
+from conftest import DS_HELPER, OPENMPI, SCRIPTS, alive_with, clean_env, ds, json_lines, start_watched, wait_for
 
 
 class Shell:
@@ -381,3 +381,12 @@ def test_with_log_dir_the_failing_ranks_last_lines_come_from_its_file(tmp_path: 
     last = result.stderr.rstrip().splitlines()
     assert f"rank 1 failed first; its last lines on stderr ({tmp_path}/rank-1.err):" in result.stderr
     assert "ZeroDivisionError: division by zero" in last[-2], last
+
+
+@pytest.mark.parametrize("program", [OPENMPI, "/opt/mpi-venvs/openmpi5/bin/mpirun"])
+def test_the_rank_open_mpi_reports_first_is_named_in_the_last_line(program: str) -> None:
+    options = ["launcher=openmpi", f"job.program={program}", "job.manager_args=[--allow-run-as-root,--oversubscribe]"]
+    result = ds(*options, "job.ranks=3", "log.quiet=true", "divide_by_zero.py", timeout=120)
+    assert result.returncode == 1
+    last = result.stderr.rstrip().splitlines()[-1]
+    assert last.startswith("ds-helper: job failed: rank 1 (exited with code 1, as the manager reports it); "), last

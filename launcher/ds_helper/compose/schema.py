@@ -133,6 +133,9 @@ class StartSpec:
         default_factory=dict,
         metadata=_help("signal ds-helper gets -> the one it sends the manager, where not the same; null: none"),
     )
+    failure: str = field(
+        default="", metadata=_help("regex of the manager's report of the first failed rank: groups rank, code, host")
+    )
 
 
 @dataclass

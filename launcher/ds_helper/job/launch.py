@@ -65,6 +65,13 @@ def check_supervision(job: JobSpec, spec: LauncherSpec) -> None:
     if job.timeout is not None and not job.timeout > 0:
         raise LaunchError(f"job.timeout={job.timeout}: must be a number of seconds above 0 (or null: no limit)")
     signal_numbers(spec.start.signals)
+    if spec.start.failure:
+        import re
+
+        try:
+            re.compile(spec.start.failure)
+        except re.error as exc:
+            raise LaunchError(f"launcher={spec.name}: start.failure: not a regular expression ({exc})") from None
 
 
 def start_job(

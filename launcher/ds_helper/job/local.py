@@ -55,6 +55,7 @@ def supervise(
         label=log.prefix if log.label and ranks_here else "",
         signals=signal_numbers(spec.start.signals),
         err_files=[os.path.join(log.dir, name) for name in err_files] if log.dir and ranks_here else [],
+        failure=spec.start.failure,
     )
     with_counts = lambda attempt: [{**env, **restart_counts(attempt)} for env in envs_for(attempt)]  # noqa: E731
     return run_job(commands_for, with_counts, names, ranks_here, job.restarts, settings)

@@ -81,6 +81,7 @@ class Settings:
     signals: Dict[int, Optional[int]] = field(default_factory=dict)  # a manager's: what to send it instead
     host: str = field(default_factory=socket.gethostname)
     err_files: List[str] = field(default_factory=list)  # each member's stderr file when log.dir keeps it
+    failure: str = ""  # a manager's report of its first failed rank (start.failure): groups rank, code, host
 
 
 class _Lines:
@@ -548,8 +549,22 @@ def summary(outcome: Outcome, settings: Settings, started: float) -> List[str]:
     lines += [f"  | {line}" for line in tail] or ["  (nothing)"]
     after = f"{first.ended - started:.1f} s after the start"
     others = f"; ds-helper stopped the {outcome.stopped} still running (SIGTERM)" if outcome.stopped else ""
-    lines.append(f"job failed: {first.name} on {settings.host} {describe_status(first.code)}, {after}{others}")
+    named = reported_rank(settings.failure, tail) if not first.group else ""
+    lines.append(f"job failed: {named}{first.name} on {settings.host} {describe_status(first.code)}, {after}{others}")
     return lines
+
+
+def reported_rank(pattern: str, tail: List[str]) -> str:
+    """``rank 1 (exit code 3, as the manager reports it); `` from the manager's own report, if it made one."""
+    import re
+
+    found = list(re.finditer(pattern, "\n".join(tail))) if pattern else []
+    if not found:
+        return ""
+    groups = {k: v for k, v in found[-1].groupdict().items() if v}
+    details = [f"host {groups['host']}"] if "host" in groups else []
+    details += [describe_status(int(groups["code"]))] if "code" in groups else []
+    return f"rank {groups.get('rank', '?')} ({', '.join([*details, 'as the manager reports it'])}); "
 
 
 def run_job(

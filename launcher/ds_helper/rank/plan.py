@@ -57,6 +57,7 @@ class StartSpec(Record):
     allocation: list[str]
     label: list[str]
     signals: dict[str, str | None]
+    failure: str
 
 
 class LauncherSpec(Record):
