@@ -390,3 +390,20 @@ def test_the_rank_open_mpi_reports_first_is_named_in_the_last_line(program: str)
     assert result.returncode == 1
     last = result.stderr.rstrip().splitlines()[-1]
     assert last.startswith("ds-helper: job failed: rank 1 (exited with code 1, as the manager reports it); "), last
+
+
+def test_log_show_picks_the_ranks_on_the_terminal_while_log_dir_keeps_all(tmp_path: Path) -> None:
+    result = ds(
+        "job.ranks=3",
+        "log.quiet=true",
+        "log.show=[0,2]",
+        f"log.dir={tmp_path}",
+        "many_lines.py",
+        env=clean_env(LINES="3"),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == ""  # log.dir took every rank's output
+    assert [len((tmp_path / f"rank-{r}.out").read_text().splitlines()) for r in range(3)] == [3, 3, 3]
+    result = ds("job.ranks=3", "log.quiet=true", "log.show=[0,2]", "many_lines.py", env=clean_env(LINES="3", WIDTH="5"))
+    assert result.returncode == 0, result.stderr
+    assert sorted(result.stdout.splitlines()) == ["00000"] * 3 + ["22222"] * 3  # rank 1 ran, unseen

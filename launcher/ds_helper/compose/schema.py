@@ -250,6 +250,9 @@ class LogSpec:
     label: bool = field(
         default=False, metadata=_help("a job ds-helper starts: each output line labelled with its rank (log.prefix)")
     )
+    show: Optional[List[int]] = field(
+        default=None, metadata=_help("a local job: the ranks whose output is shown (log.dir keeps every rank's)")
+    )
 
 
 @dataclass

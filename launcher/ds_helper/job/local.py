@@ -56,6 +56,7 @@ def supervise(
         signals=signal_numbers(spec.start.signals),
         err_files=[os.path.join(log.dir, name) for name in err_files] if log.dir and ranks_here else [],
         failure=spec.start.failure,
+        shown=None if log.show is None else list(log.show),
     )
     with_counts = lambda attempt: [{**env, **restart_counts(attempt)} for env in envs_for(attempt)]  # noqa: E731
     return run_job(commands_for, with_counts, names, ranks_here, job.restarts, settings)

@@ -82,13 +82,15 @@ class Settings:
     host: str = field(default_factory=socket.gethostname)
     err_files: List[str] = field(default_factory=list)  # each member's stderr file when log.dir keeps it
     failure: str = ""  # a manager's report of its first failed rank (start.failure): groups rank, code, host
+    shown: Optional[List[int]] = None  # the local ranks whose output is shown (None: all)
 
 
 class _Lines:
     """One output stream of a member, copied to ``target`` in whole lines (labelled when asked)."""
 
-    def __init__(self, target: int, label: bytes, keep_tail: bool) -> None:
-        self.target: Optional[int] = target
+    def __init__(self, target: Optional[int], label: bytes, keep_tail: bool) -> None:
+        self.target = target  # None: read and dropped (a rank not shown)
+        self.broken = False  # the target stopped taking bytes
         self.label = label
         self.at_line_start = True
         self.held = b""
@@ -136,7 +138,7 @@ class _Lines:
             return
         parts = self._labelled(data) if self.label else [data]
         if not _write_parts(self.target, parts):
-            self.target = None
+            self.target, self.broken = None, True
 
     def _labelled(self, data: bytes) -> List[bytes]:
         """``data`` with the label at each line start, in one pass and no copy beyond the replace."""
@@ -354,8 +356,9 @@ class Attempt:
                 os.close(out_w)
                 os.close(err_w)
             member = Member(name, pid, group, time.monotonic())
-            member.err = _Lines(2, label, keep_tail=True)
-            self.streams[out_r] = _Lines(1, label, keep_tail=False)
+            shown = not group or settings.shown is None or index in settings.shown
+            member.err = _Lines(2 if shown else None, label, keep_tail=True)
+            self.streams[out_r] = _Lines(1 if shown else None, label, keep_tail=False)
             self.streams[err_r] = member.err
             self.members.append(member)
             self.by_pid[pid] = member
@@ -490,7 +493,7 @@ class Supervisor:
         stream = streams[fd]
         if data:
             stream.feed(data, now)
-        if not data or (stream.target is None and stream.tail is None):
+        if not data or (stream.broken and stream.tail is None):
             selector.unregister(fd)
             os.close(fd)  # the writer gets EPIPE, as it would alone with nobody reading
             streams.pop(fd).close()
@@ -530,8 +533,7 @@ def _last_lines(path: str) -> List[str]:
             data = handle.read()
     except OSError:
         return []
-    stream = _Lines(-1, b"", keep_tail=True)
-    stream.target = None
+    stream = _Lines(None, b"", keep_tail=True)
     stream.feed(data, 0.0)
     return stream.last_lines()
 

@@ -105,6 +105,7 @@ class LogSpec(Record):
     prefix: str
     grace: float
     label: bool
+    show: list[int] | None
 
 
 class BindSpec(Record):
