@@ -65,6 +65,12 @@ def _records(folder: Path) -> Dict[str, List[str]]:
     return {p.name: p.read_text().split() for p in sorted(folder.iterdir())}
 
 
+def _both_noted(folder: Path) -> bool:
+    """Both ranks' records exist and hold a line (a rank's handler opens its file before it writes)."""
+    records = _records(folder)
+    return len(records) == 2 and all(records.values())
+
+
 @pytest.mark.parametrize("name", list(MANAGERS))
 @pytest.mark.parametrize("signame", list(HYDRA_SIGNALS))
 def test_which_signal_sent_to_the_manager_reaches_the_ranks(name: str, signame: str, tmp_path: Path) -> None:
@@ -87,7 +93,7 @@ def test_which_signal_sent_to_the_manager_reaches_the_ranks(name: str, signame: 
             seen += line
         proc.send_signal(getattr(signal, signame))
         deadline = time.monotonic() + 30
-        while len(_records(tmp_path)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        while not _both_noted(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         expected = (HYDRA_SIGNALS if name in HYDRA else OPEN_MPI_SIGNALS)[signame]
         if expected == DIES:
