@@ -12,7 +12,6 @@ import os
 import sys
 
 from ds_helper.rank import bind
-from ds_helper.rank.describe import describe, quote_command, rank_label
 from ds_helper.rank.errors import LaunchError, say
 from ds_helper.rank.inherit import (
     SIGKILL,
@@ -94,6 +93,8 @@ _SUPERVISOR_START = (
 def become(plan: Plan, launch: Launch) -> NoReturn:
     """Replace this process with the script (or, with run_mode=inprocess, run it here). Returns only by raising."""
     if plan.dry_run:
+        from ds_helper.rank.describe import describe
+
         describe(plan, launch, sys.stdout)
         sys.stdout.flush()
         raise SystemExit(0)
@@ -118,6 +119,8 @@ def become(plan: Plan, launch: Launch) -> NoReturn:
     if logging:  # every check has passed: what is said now is what runs
         for note in launch.notes:
             say(note, "note")
+        from ds_helper.rank.describe import quote_command, rank_label  # only a rank that logs says it
+
         say(f"{rank_label(launch)} launcher={launch.launcher}: {quote_command(launch.argv)}")
     flush_quietly()
     terminal = None

@@ -14,7 +14,6 @@ from ds_helper.rank.checks import MAX_COUNT, MAX_PORT, is_env_name
 from ds_helper.rank.errors import LaunchError
 from ds_helper.rank.plan import RANK_FIELDS, command_argv
 from ds_helper.rank.records import Value
-from ds_helper.rank.textfile import read_text
 
 TYPE_CHECKING = False  # typing is not imported on a rank: the names below exist for mypy only
 if TYPE_CHECKING:
@@ -313,6 +312,8 @@ def _first_host(source: HostSource, env: Env, read_file: ReadFile) -> Optional[s
 
 def read_host_file(path: str) -> str:
     """A manager's host file (PBS's node file, LSF's rank file): undecodable bytes cannot hide the first host."""
+    from ds_helper.rank.textfile import read_text  # only for a manager that names a host file
+
     return read_text(path, errors="replace")
 
 
