@@ -162,13 +162,14 @@ TWO_BY_TWO = JobSpec(ranks=4, hosts=["n1", "n2"])
         ),
         # MVAPICH2 user guide: mpirun_rsh -np 4 n1 n1 n2 n2 NAME=VALUE prog.
         ("mvapich", TWO_BY_TWO, False, ["mpirun_rsh", "-np", "4", "n1", "n1", "n2", "n2", f"{PLAN_VAR}={{PLAN}}"]),
-        # srun(1): --ntasks, --nodes, --ntasks-per-node, --export=ALL,NAME.
+        # srun(1): --kill-on-bad-exit, --ntasks, --nodes, --ntasks-per-node, --export=ALL,NAME.
         (
             "slurm",
             JobSpec(nodes=2, ranks_per_node=2),
             True,
             [
                 "srun",
+                "--kill-on-bad-exit=1",
                 "--ntasks",
                 "4",
                 "--nodes",
@@ -183,7 +184,17 @@ TWO_BY_TWO = JobSpec(ranks=4, hosts=["n1", "n2"])
             "slurm",
             TWO_BY_TWO,
             False,
-            ["srun", "--ntasks", "4", "--ntasks-per-node", "2", "--nodelist", "n1,n2", f"--export=ALL,{PLAN_VAR}"],
+            [
+                "srun",
+                "--kill-on-bad-exit=1",
+                "--ntasks",
+                "4",
+                "--ntasks-per-node",
+                "2",
+                "--nodelist",
+                "n1,n2",
+                f"--export=ALL,{PLAN_VAR}",
+            ],
         ),
         # ALCF's PALS job scripts: mpiexec -n N --ppn P --hosts ... --env NAME=VALUE --cpu-bind none.
         (

@@ -392,6 +392,43 @@ def test_the_rank_open_mpi_reports_first_is_named_in_the_last_line(program: str)
     assert last.startswith("ds-helper: job failed: rank 1 (exited with code 1, as the manager reports it); "), last
 
 
+@pytest.mark.slurm
+def test_the_task_srun_reports_failed_is_named_in_the_last_line_and_ends_the_step(slurm_cluster) -> None:
+    # Two nodes of the loopback cluster; rank 1 (node1) raises, the other three would sleep for 120 s.
+    started = time.monotonic()
+    result = ds(
+        "launcher=slurm",
+        "job.nodes=2",
+        "job.ranks_per_node=2",
+        "log.quiet=true",
+        "divide_by_zero.py",
+        env=slurm_cluster.env(clean_env()),
+        timeout=180,
+    )
+    assert time.monotonic() - started < 60  # srun --kill-on-bad-exit=1 ended the step (slurm.yaml)
+    assert result.returncode != 0 and "ZeroDivisionError: division by zero" in result.stderr
+    last = result.stderr.rstrip().splitlines()[-1]
+    expected = "ds-helper: job failed: rank 1 (host node1, exited with code 1, as the manager reports it); srun "
+    assert last.startswith(expected), last
+
+
+@pytest.mark.slurm
+def test_log_label_through_srun_puts_each_ranks_number_in_front_of_its_lines(slurm_cluster) -> None:
+    result = ds(
+        "launcher=slurm",
+        "job.nodes=2",
+        "job.ranks_per_node=1",
+        "log.label=true",
+        "log.quiet=true",
+        "show.py",
+        env=slurm_cluster.env(clean_env()),
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    labelled = sorted(line.split(": ", 1) for line in result.stdout.splitlines())
+    assert [(label, json.loads(row)["RANK"]) for label, row in labelled] == [("0", "0"), ("1", "1")]
+
+
 def test_log_show_picks_the_ranks_on_the_terminal_while_log_dir_keeps_all(tmp_path: Path) -> None:
     result = ds(
         "job.ranks=3",
