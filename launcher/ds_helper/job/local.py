@@ -1,5 +1,6 @@
-"""The local ranks' supervisor: a job with no manager (``ds-helper job.ranks=N``), its ranks started and watched
-here, like ``torchrun --standalone``."""
+"""A job's processes under the supervisor (job/supervisor.py): the local ranks' variables (``ds-helper
+job.ranks=N`` with no manager, like ``torchrun --standalone``), each attempt's restart count, and the supervisor's
+settings read from the plan, for local ranks and for a manager alike."""
 
 from __future__ import annotations
 

@@ -80,7 +80,7 @@ def outer_rank_variables(plan: Plan, spec: LauncherSpec) -> List[str]:
 
 
 def job_starter(plan: Plan, job: JobSpec, env: Mapping[str, str]) -> Optional[LauncherSpec]:
-    """The manager whose start command this process should run, or None when it is a rank (today's path)."""
+    """The manager whose start command this process should run, or None when this process is a rank."""
     wanted = shape_given(job) or bool(manager_keys(job))
     if plan.auto:
         if plan.fallback is None or not wanted:

@@ -37,8 +37,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Deque, Dict, List, Optional, Sequence
 
+from ds_helper.rank.errors import line
 from ds_helper.rank.inherit import death_signal_setter, libc_function, restore_signals
-from ds_helper.rank.tee import write_all
+from ds_helper.rank.tee import HOLD_BYTES, HOLD_SECONDS, write_all
 
 if TYPE_CHECKING:
     import selectors
@@ -52,8 +53,6 @@ _OTHERS = (signal.SIGCHLD, signal.SIGCONT)
 TIMEOUT_CODE = 124  # timeout(1)'s
 TAIL_LINES = 12
 _TAIL_WIDTH = 400
-_HOLD_SECONDS = 0.25
-_HOLD_BYTES = 65536
 _READ = 1 << 20
 _PIPE_SIZE = 1 << 20  # fewer wake-ups per MB than the default 64 KiB (capped by fs.pipe-max-size)
 PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
@@ -105,7 +104,7 @@ class _Lines:
             return
         out = self.held + data
         end = out.rfind(b"\n") + 1
-        if len(out) - end > _HOLD_BYTES:
+        if len(out) - end > HOLD_BYTES:
             end = len(out)
         if not self.held or end:
             self.held_since = now
@@ -123,7 +122,7 @@ class _Lines:
         return [line.decode(errors="replace").rstrip("\r") for line in lines][-TAIL_LINES:]
 
     def flush_held(self, now: float) -> None:
-        if self.held and now - self.held_since >= _HOLD_SECONDS:
+        if self.held and now - self.held_since >= HOLD_SECONDS:
             held, self.held = self.held, b""
             self._send(held)
 
@@ -291,7 +290,7 @@ def _spawn(command: Sequence[str], env: Dict[str, str], out_w: int, err_w: int, 
             restore_signals()
             os.execvpe(command[0], list(command), env)
         except OSError as exc:
-            os.write(2, f"ds-helper: error: cannot run {command[0]}: {exc.strerror}\n".encode())
+            os.write(2, (line(f"cannot run {command[0]}: {exc.strerror}", "error") + "\n").encode())
         os._exit(127)
     return pid
 
@@ -388,9 +387,10 @@ def _reap(attempt: Optional[Attempt], now: float) -> List[Member]:
             ended.append(member)
 
 
-def _say(line: str) -> None:
+def _say(text: str) -> None:
+    """errors.say's line, written through write_all: stderr may be a descriptor that does not block."""
     sys.stderr.flush()
-    write_all(2, f"ds-helper: {line}\n".encode())
+    write_all(2, (line(text) + "\n").encode())
 
 
 class Supervisor:
@@ -423,7 +423,7 @@ class Supervisor:
             now = time.monotonic()
             wait = min(kill_at, self.deadline, now + 5.0) - now
             if any(stream.held for stream in streams.values()):
-                wait = min(wait, _HOLD_SECONDS)
+                wait = min(wait, HOLD_SECONDS)
             for key, _ in selector.select(max(0.0, wait)):
                 if key.fd != self.signals.read:
                     self._copy(int(key.fd), streams, selector, now)
@@ -591,8 +591,8 @@ def run_job(
                 return TIMEOUT_CODE
             if outcome.kind != "failed":
                 return outcome.code
-            for line in summary(outcome, settings, started):
-                _say(line)
+            for text in summary(outcome, settings, started):
+                _say(text)
             if number < restarts:
                 assert outcome.first is not None
                 _say(

@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 # Keys whose values are CPU or device lists: an unquoted comma would make Hydra ask about sweeps.
 LIST_KEYS = ("bind.cores", "bind.gpus")
 
+# The flags whose value is one of the words their FLAGS row lists, and the Request attribute each sets.
+_CHOICE_FLAGS = {"--cfg": "show_cfg", "--completion": "completion"}
+
 # DeepSpeed launcher_helper's flags, and the override each one means.
 _DEEPSPEED_SWITCHES = {
     "--module": "module=true",
@@ -97,12 +100,10 @@ def parse_argv(argv: List[str]) -> Request:
                 "-m/--multirun is not supported: ds-helper starts one script per rank, it does not sweep"
                 + _module_hint(argv[index + 1 : index + 2])
             )
-        elif token == "--cfg" or token.startswith("--cfg="):
+        elif token.partition("=")[0] in _CHOICE_FLAGS:
+            flag = token.partition("=")[0]
             value, index = _flag_value(argv, index)
-            request.show_cfg = _choice("--cfg", value)
-        elif token == "--completion" or token.startswith("--completion="):
-            value, index = _flag_value(argv, index)
-            request.completion = _choice("--completion", value)
+            setattr(request, _CHOICE_FLAGS[flag], _choice(flag, value))
         elif token == "--list-recipes":
             request.list_recipes = True
         elif token == "--check":

@@ -82,9 +82,9 @@ def _start(argv: List[str], out_w: int, err_w: int, own_group: bool) -> int:
 
 
 # A line's start waits this long for its end, so lines of different ranks stay whole at the manager; then it
-# is shown as it is (a progress bar), and so is any part longer than _HOLD_BYTES (memory per read, not per line).
-_HOLD_SECONDS = 0.25
-_HOLD_BYTES = 65536
+# is shown as it is (a progress bar), and so is any part longer than HOLD_BYTES (memory per read, not per line).
+HOLD_SECONDS = 0.25
+HOLD_BYTES = 65536
 
 
 class _Stream:
@@ -106,7 +106,7 @@ class _Stream:
             return
         out = self.held + self._prefixed(data)
         end = out.rfind(b"\n") + 1
-        if len(out) - end > _HOLD_BYTES:
+        if len(out) - end > HOLD_BYTES:
             end = len(out)
         if not self.held:
             self.held_since = time.monotonic()
@@ -115,7 +115,7 @@ class _Stream:
 
     def flush_held(self, now: float) -> None:
         """Show a line's start that has waited long enough for its end (``now`` 0: unconditionally)."""
-        if self.held and now - self.held_since >= _HOLD_SECONDS:
+        if self.held and now - self.held_since >= HOLD_SECONDS:
             held, self.held = self.held, b""
             self._send(held)
 
@@ -176,8 +176,8 @@ def write_all(fd: int, data: bytes) -> bool:
 
 def _copy(selector: selectors.BaseSelector, streams: Dict[int, _Stream], timeout: Optional[float]) -> bool:
     """One round of copying; False when nothing was ready within ``timeout``."""
-    if timeout is None or timeout > _HOLD_SECONDS:
-        timeout = _HOLD_SECONDS if any(stream.held for stream in streams.values()) else timeout
+    if timeout is None or timeout > HOLD_SECONDS:
+        timeout = HOLD_SECONDS if any(stream.held for stream in streams.values()) else timeout
     ready = selector.select(timeout)
     for key, _ in ready:
         fd = int(key.fd)
