@@ -127,6 +127,7 @@ TWO_BY_TWO = JobSpec(ranks=4, hosts=["n1", "n2"])
                 "n1,n2",
                 "-bind-to",
                 "none",
+                "-print-all-exitcodes",  # read by the supervisor (mpich.yaml, exit_codes)
                 "-genv",
                 PLAN_VAR,
                 "{PLAN}",
@@ -148,6 +149,7 @@ TWO_BY_TWO = JobSpec(ranks=4, hosts=["n1", "n2"])
                 "-genv",
                 "I_MPI_PIN",
                 "0",
+                "-print-all-exitcodes",
                 "-genv",
                 PLAN_VAR,
                 "{PLAN}",
@@ -462,7 +464,9 @@ def test_dry_run_shows_the_manager_command_and_the_layout_and_starts_nothing() -
     out = result.stdout
     plan = re.search(r"plan written to (\S+);", out).group(1)  # type: ignore[union-attr]
     read = f'"$(cat {plan})"'
-    manager = f"mpiexec.hydra -n 4 -ppn 2 -hosts node1,node2 -bind-to none -genv {PLAN_VAR} {read} "
+    manager = (
+        f"mpiexec.hydra -n 4 -ppn 2 -hosts node1,node2 -bind-to none -print-all-exitcodes -genv {PLAN_VAR} {read} "
+    )
     assert f"command: {PLAN_VAR}={read} {manager}" in out
     assert plan_from_json(Path(plan).read_text()).job_ranks == 4
     table = out[out.index("rank  node") :].splitlines()

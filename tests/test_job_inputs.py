@@ -408,3 +408,24 @@ def test_plans_are_written_compactly_and_as_utf8(tmp_path: Path) -> None:
     text = plan.read_text(encoding="utf-8")
     assert "\u00e9t\u00e9" in text and "\\u00e9" not in text and "\n " not in text
     assert json.loads(text)["plan"]["args"] == ["\u00e9t\u00e9"]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "culprit"),
+    [
+        ("Exit codes: [^\\n]*", "Exit codes: [^\\n*", "start.exit_codes.line: not a regular expression"),
+        ("(?P<host>[^\\]:\\s]+)", "([^\\]:\\s]+)", "start.exit_codes.host: needs the group host"),
+        ("(?P<codes>", "(", "start.exit_codes.host: needs the group codes"),
+    ],
+)
+def test_a_site_launchers_report_patterns_are_checked_before_anything_starts(
+    tmp_path: Path, old: str, new: str, culprit: str
+) -> None:
+    site = tmp_path / "launchers"
+    site.mkdir()
+    text = (Path(__file__).parent.parent / "conf" / "launcher" / "mpich.yaml").read_text()
+    assert old in text
+    text = text.replace("name: mpich", "name: site").replace(old, new)
+    (site / "site.yaml").write_text(text.replace("detect: [MPI_LOCALRANKID]", "detect: [SITE_RANK]"))
+    result = ds("launcher=site", "job.ranks=2", "show.py", env=clean_env(DS_HELPER_LAUNCHER_PATH=str(site)))
+    assert_user_error(result, f"launcher=site: {culprit}")

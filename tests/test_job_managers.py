@@ -171,4 +171,4 @@ def test_the_readmes_first_example_runs_as_written() -> None:
     result = ds("job.ranks=4", "launcher=mpich", "show.py", "--lr", "3e-4")  # mpich.yaml's own program
     assert _layout(result) == [(str(r), str(r), "0", "4", "4", "127.0.0.1") for r in range(4)]
     note = "(OMP_NUM_THREADS: each rank's share of its node's CPUs, unless set)"
-    assert f"job of 4 ranks {note}: mpiexec.hydra -n 4 -genv DS_HELPER_PLAN" in result.stderr
+    assert f"job of 4 ranks {note}: mpiexec.hydra -n 4 -print-all-exitcodes -genv DS_HELPER_PLAN" in result.stderr

@@ -146,3 +146,32 @@ def test_what_a_manager_leaves_running_after_a_rank_fails(name: str) -> None:
         for pid in alive_with(token):
             os.kill(pid, signal.SIGKILL)
         proc.communicate(timeout=30)
+
+
+# Whether the other ranks run on when one fails without MPI: by a non-zero exit, or killed by SIGSEGV.
+RUNS_ON = {
+    ("exit", "mpich"): True,
+    ("exit", "mpich5"): True,
+    ("exit", "impi"): True,
+    ("exit", "openmpi"): False,
+    ("exit", "openmpi5"): False,
+    ("signal", "mpich"): False,
+    ("signal", "mpich5"): False,
+    ("signal", "impi"): True,
+    ("signal", "openmpi"): False,
+    ("signal", "openmpi5"): False,
+}
+
+
+@pytest.mark.parametrize(("how", "name"), list(RUNS_ON))
+def test_whether_the_other_ranks_run_on_after_one_fails(how: str, name: str, tmp_path: Path) -> None:
+    # Rank 1 fails at once; rank 0 writes a file after 3 s unless it was ended before.
+    ended = {"exit": "sys.exit(3)", "signal": "os.kill(os.getpid(), signal.SIGSEGV)"}[how]
+    script = (
+        "import os, signal, sys, time\n"
+        "rank = os.environ.get('PMI_RANK') or os.environ['OMPI_COMM_WORLD_RANK']\n"
+        f"if rank == '1': time.sleep(0.5); {ended}\n"
+        f"time.sleep(3); open('{tmp_path}/rank-' + rank, 'w').close()\n"
+    )
+    subprocess.run([*manager(name), "-n", "2", "python3", "-c", script], env=clean_env(), timeout=60, check=False)
+    assert (tmp_path / "rank-0").exists() == RUNS_ON[(how, name)]

@@ -327,7 +327,16 @@ def test_the_plan_records_have_the_schemas_fields_and_types() -> None:
             return "any"
         return kind.__name__ if dataclasses.is_dataclass(kind) or isinstance(kind, type) else kind
 
-    names = ["HostSource", "LauncherSpec", "ExportSpec", "MasterSpec", "LogSpec", "BindSpec"]
+    names = [
+        "HostSource",
+        "StartSpec",
+        "ExitCodesSpec",
+        "LauncherSpec",
+        "ExportSpec",
+        "MasterSpec",
+        "LogSpec",
+        "BindSpec",
+    ]
     for name in names:
         hints = typing.get_type_hints(getattr(schema, name))
         expected = {f.name: shape(hints[f.name]) for f in dataclasses.fields(getattr(schema, name))}

@@ -9,6 +9,7 @@ import os
 import pty
 import re
 import select
+import shlex
 import signal
 import socket
 import subprocess
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
-from conftest import DS_HELPER, OPENMPI, SCRIPTS, alive_with, clean_env, ds, json_lines, start_watched, wait_for
+from conftest import DS_HELPER, OPENMPI, SCRIPTS, alive_with, clean_env, ds, json_lines, run, start_watched, wait_for
 
 
 class Shell:
@@ -115,7 +116,13 @@ def test_ctrl_c_at_a_terminal_lets_every_checkpointing_rank_save(shell: Shell, t
 
 
 def test_ctrl_z_stops_every_rank_and_fg_continues_them(shell: Shell) -> None:
-    shell.run(f"{DS_HELPER} job.ranks=2 log.quiet=true sleeper.py ticking")
+    assert ctrl_z_then_fg(shell, [DS_HELPER, "job.ranks=2", "log.quiet=true", "sleeper.py", "ticking"]) == 130
+
+
+def ctrl_z_then_fg(shell: Shell, command: List[str]) -> int:
+    """Ctrl-Z stops both ranks (their pids printed by sleeper.py), ``fg`` continues them, Ctrl-C ends the job:
+    its exit code."""
+    shell.run(shlex.join(command))
     shown = shell.read_until(b"ready", 2) + shell.read_until(b"\n")  # the second one's pid too
     pids = [int(pid) for pid in re.findall(rb"ready (\d+)", shown)]
     shell.type(b"\x1a")
@@ -131,7 +138,7 @@ def test_ctrl_z_stops_every_rank_and_fg_continues_them(shell: Shell) -> None:
         time.sleep(0.1)
     assert "T" not in [process_state(pid) for pid in pids]
     shell.type(b"\x03")
-    assert shell.exit_code() == 130
+    return shell.exit_code()
 
 
 def test_every_forwardable_signal_reaches_every_rank_once_and_ds_helper_survives(tmp_path: Path) -> None:
@@ -327,6 +334,17 @@ def test_a_manager_job_gets_what_its_manager_can_pass_on_and_ds_helper_survives(
         assert "ds-helper: SIGUSR2 is not passed on: the manager would die of it" in out
 
 
+CODES_AFTER_CTRL_C = {"mpich": (0, 2, 11), "mpich5": (0, 2, 11), "impi": (130,), "openmpi": (1,), "openmpi5": (1,)}
+
+
+@pytest.mark.parametrize("manager", list(MANAGER_JOBS))
+def test_ctrl_z_stops_a_manager_jobs_ranks_and_fg_continues_them(shell: Shell, manager: str) -> None:
+    # ds-helper stops the manager (it reads the terminal for rank 0) and what it started here. The exit code after
+    # Ctrl-C is the manager's: MPICH's Hydra gives 0, 2 or 11 from run to run, also without ds-helper or Ctrl-Z.
+    command = [DS_HELPER, *MANAGER_JOBS[manager], "job.ranks=2", "log.quiet=true", "sleeper.py", "ticking"]
+    assert ctrl_z_then_fg(shell, command) in CODES_AFTER_CTRL_C[manager]
+
+
 @pytest.mark.parametrize(("manager", "label"), [("mpich", "[{rank}] "), ("openmpi", "[1,{rank}]<stdout>:")])
 def test_log_label_asks_the_manager_to_label_each_line(manager: str, label: str) -> None:
     result = ds(*MANAGER_JOBS[manager], "job.ranks=2", "log.quiet=true", "log.label=true", "show.py", timeout=120)
@@ -390,6 +408,59 @@ def test_the_rank_open_mpi_reports_first_is_named_in_the_last_line(program: str)
     assert result.returncode == 1
     last = result.stderr.rstrip().splitlines()[-1]
     assert last.startswith("ds-helper: job failed: rank 1 (exited with code 1, as the manager reports it); "), last
+
+
+HYDRA_JOBS = ["mpich", "mpich5", "impi"]
+
+
+@pytest.mark.parametrize("manager", HYDRA_JOBS)
+def test_the_rank_hydra_reports_failed_is_named_in_the_last_line_and_its_report_stays_off_the_output(
+    manager: str,
+) -> None:
+    # Hydra lets the other ranks run on after a non-zero exit: they end by themselves after a second.
+    options = [*MANAGER_JOBS[manager], "job.ranks=3", "log.quiet=true"]
+    result = ds(*options, "divide_by_zero.py", env=clean_env(OTHERS_WAIT="1"), timeout=120)
+    assert result.returncode == 1
+    assert "Exit codes" not in result.stdout  # -print-all-exitcodes' line, read by ds-helper (mpich.yaml)
+    last = result.stderr.rstrip().splitlines()
+    expected = f"ds-helper: job failed: rank 1 (host {socket.gethostname()}, exited with code 1, as the manager "
+    assert last[-1].startswith(expected + "reports it); mpiexec."), last
+    assert "ZeroDivisionError: division by zero" in last[-2], last
+
+
+@pytest.mark.parametrize("manager", HYDRA_JOBS)
+def test_of_ranks_failing_under_hydra_the_lowest_is_named_and_the_others_counted(manager: str) -> None:
+    # Rank 1 exits with 3, then rank 2 dies of SIGSEGV; MPICH's Hydra SIGKILLs the rest, which is no failure of theirs.
+    options = [*MANAGER_JOBS[manager], "job.ranks=4", "log.quiet=true"]
+    result = ds(*options, "fail_two_ways.py", env=clean_env(OTHERS_WAIT="3"), timeout=120)
+    assert result.returncode != 0
+    last = result.stderr.rstrip().splitlines()[-1]
+    host = socket.gethostname()
+    expected = f"ds-helper: job failed: rank 1 (host {host}, exited with code 3, as the manager reports it; 1 more rank"
+    assert last.startswith(expected + " failed); "), last
+
+
+def test_under_hydra_with_log_dir_the_named_ranks_own_file_gives_its_last_lines(tmp_path: Path) -> None:
+    options = [*MANAGER_JOBS["mpich"], "job.ranks=3", "log.quiet=true", f"log.dir={tmp_path}"]
+    result = ds(*options, "divide_by_zero.py", env=clean_env(OTHERS_WAIT="1"), timeout=120)
+    assert result.returncode == 1
+    lines = result.stderr.rstrip().splitlines()
+    assert lines[-7] == f"ds-helper: rank 1 failed; its last lines on stderr ({tmp_path}/rank-1.err):", lines
+    assert lines[-2] == "ds-helper:   | ZeroDivisionError: division by zero", lines
+
+
+@pytest.mark.slurm
+def test_hydra_on_two_nodes_reports_each_hosts_ranks_and_the_failed_one_is_named_with_its_host(slurm_cluster) -> None:
+    # A real two-node MPICH job: Hydra starts its proxies through Slurm (-bootstrap slurm) inside an allocation of
+    # the loopback cluster's two nodes, and reports each host's codes on a line of its own.
+    command = [*MANAGER_JOBS["mpich"], "job.hosts=[node1,node2]", "job.ranks_per_node=2", "log.quiet=true"]
+    command += ["job.manager_args=[-bootstrap,slurm]", "divide_by_zero.py"]
+    env = slurm_cluster.env(clean_env(FAIL_RANK="3", OTHERS_WAIT="1"))
+    result = run(["salloc", "-N2", "--overcommit", DS_HELPER, *command], env=env, timeout=180)
+    assert "Exit codes" not in result.stdout and "[node2]" not in result.stdout, result.stdout
+    last = result.stderr.rstrip().splitlines()
+    expected = "ds-helper: job failed: rank 3 (host node2, exited with code 1, as the manager reports it); mpiexec."
+    assert any(line.startswith(expected) for line in last[-3:]), last  # salloc adds a line of its own
 
 
 @pytest.mark.slurm

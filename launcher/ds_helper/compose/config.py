@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from ds_helper.compose import recipes
-from ds_helper.compose.schema import BindSpec, Config, HostSource, LauncherSpec, StartSpec
+from ds_helper.compose.schema import BindSpec, Config, ExitCodesSpec, HostSource, LauncherSpec, StartSpec
 from ds_helper.rank.checks import check_start
 from ds_helper.rank.errors import LaunchError
 
@@ -243,9 +243,10 @@ def _launcher_spec(data: Dict[str, Any], where: str) -> LauncherSpec:
     try:
         hosts = [HostSource(**host) if isinstance(host, dict) else host for host in data.get("hosts", [])]
         start = data.get("start", {})
-        spec = LauncherSpec(
-            **{**data, "hosts": hosts, "start": StartSpec(**start) if isinstance(start, dict) else start}
-        )
+        if isinstance(start, dict):
+            codes = start.get("exit_codes", {})
+            start = StartSpec(**{**start, "exit_codes": ExitCodesSpec(**codes) if isinstance(codes, dict) else codes})
+        spec = LauncherSpec(**{**data, "hosts": hosts, "start": start})
     except TypeError as exc:  # an unknown or missing key: the dataclass names it
         raise LaunchError(f"{where}: {str(exc).replace('__init__() ', '')}") from None
     plan.LauncherSpec.from_data(asdict(spec), where.removesuffix(".yaml"))  # every value's type

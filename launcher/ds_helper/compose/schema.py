@@ -92,6 +92,27 @@ class HostSource:
 
 
 @dataclass
+class ExitCodesSpec:
+    """A manager's report of every rank's end, a line of its output after the job (Hydra's -print-all-exitcodes):
+    ds-helper keeps it off the job's output and names the failed rank from it."""
+
+    args: List[str] = field(
+        default_factory=list, metadata=_help("the manager's arguments that ask for the report, when ds-helper runs it")
+    )
+    start: str = field(
+        default="", metadata=_help("how the report's first line begins (a partial line that does waits for its end)")
+    )
+    line: str = field(default="", metadata=_help("regex of the report's first line (kept off the output, as its rest)"))
+    host: str = field(
+        default="",
+        metadata=_help("regex of one host's part, in that line or one after it: groups host, codes (its ranks' codes)"),
+    )
+    wait_status: bool = field(
+        default=False, metadata=_help("the codes are wait statuses (768: exit code 3; 11: SIGSEGV), not exit codes")
+    )
+
+
+@dataclass
 class StartSpec:
     """How a manager starts a whole job, as data: ``ds-helper launcher=NAME job.ranks=N`` execs this command.
 
@@ -135,6 +156,9 @@ class StartSpec:
     )
     failure: str = field(
         default="", metadata=_help("regex of the manager's report of the first failed rank: groups rank, code, host")
+    )
+    exit_codes: ExitCodesSpec = field(
+        default_factory=ExitCodesSpec, metadata=_help("the manager's report of every rank's exit code, if it makes one")
     )
 
 
@@ -327,6 +351,7 @@ __all__ = [
     "BindSpec",
     "Config",
     "ExportSpec",
+    "ExitCodesSpec",
     "HostSource",
     "JobSpec",
     "LauncherSpec",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Dict, List, Mapping, NoReturn, Optional
+from typing import Dict, List, Mapping, NoReturn, Optional, Tuple
 
 from ds_helper.compose.schema import JobSpec
 from ds_helper.job.dryrun import job_size, node_binding, print_job, shown_command
@@ -65,13 +65,28 @@ def check_supervision(job: JobSpec, spec: LauncherSpec) -> None:
     if job.timeout is not None and not job.timeout > 0:
         raise LaunchError(f"job.timeout={job.timeout}: must be a number of seconds above 0 (or null: no limit)")
     signal_numbers(spec.start.signals)
-    if spec.start.failure:
-        import re
+    codes = spec.start.exit_codes
+    reports: Dict[str, Tuple[str, Tuple[str, ...]]] = {
+        "failure": (spec.start.failure, ()),
+        "exit_codes.line": (codes.line, ()),
+        "exit_codes.host": (codes.host, ("host", "codes")),
+    }
+    for key, (pattern, groups) in reports.items():
+        _check_report(f"launcher={spec.name}: start.{key}", pattern, groups)
 
-        try:
-            re.compile(spec.start.failure)
-        except re.error as exc:
-            raise LaunchError(f"launcher={spec.name}: start.failure: not a regular expression ({exc})") from None
+
+def _check_report(where: str, pattern: str, groups: Tuple[str, ...]) -> None:
+    """A manager's report is read with a regular expression (job/reports.py), compiled here before anything starts."""
+    if not pattern:
+        return
+    import re
+
+    try:
+        missing = set(groups) - set(re.compile(pattern).groupindex)
+    except re.error as exc:
+        raise LaunchError(f"{where}: not a regular expression ({exc})") from None
+    if missing:
+        raise LaunchError(f"{where}: needs the group{'s' if len(missing) > 1 else ''} {', '.join(sorted(missing))}")
 
 
 def start_job(
@@ -138,7 +153,7 @@ def start_job(
     def manager_env(attempt: int) -> List[Dict[str, str]]:
         return [{**base, PLAN_VAR: text_of(attempt)}]
 
-    _exit(supervise(commands_for, manager_env, [os.path.basename(program)], plan, spec, job))
+    _exit(supervise(commands_for, manager_env, [os.path.basename(program)], plan, spec, job, shape.ranks_per_node))
 
 
 def _exit(code: int) -> NoReturn:

@@ -8,6 +8,7 @@ import os
 from typing import Callable, Dict, List, Mapping, Optional
 
 from ds_helper.compose.schema import JobSpec
+from ds_helper.job.reports import ExitCodes
 from ds_helper.job.supervisor import Settings, run_job
 from ds_helper.rank.errors import LaunchError
 from ds_helper.rank.plan import LauncherSpec, Plan
@@ -40,23 +41,33 @@ def supervise(
     plan: Plan,
     spec: LauncherSpec,
     job: JobSpec,
+    ranks_per_node: Optional[int] = None,
 ) -> int:
     """Run the job's processes under the supervisor (job/supervisor.py), like ``torchrun --standalone``: the
     local ranks (``names`` "rank N"), or one manager whose ``start.signals`` say what it passes on to its ranks;
-    ``*_for(attempt)`` give each attempt's commands and environments (a fresh port each)."""
+    ``*_for(attempt)`` give each attempt's commands and environments (a fresh port each); ``ranks_per_node``
+    places a manager's ranks for their log file names."""
     import gc
 
     gc.enable()  # off for a quick start (launcher/ds-helper); this process stays for the whole job
     ranks_here = spec.start.local
     log = plan.log
-    err_files = [log.err.format(rank=r, local_rank=r, node_rank=0) for r in range(len(names))]
+    per_node = ranks_per_node or 1_000_000_000  # unknown: one node
+
+    def err_file(rank: int) -> str:
+        """Where rank's stderr is kept (log.dir), placed as ds-helper asks a manager to: in blocks per node."""
+        name = log.err.format(rank=rank, local_rank=rank % per_node, node_rank=rank // per_node)
+        return os.path.join(log.dir, name) if log.dir else ""
+
+    codes = spec.start.exit_codes
     settings = Settings(
         grace=log.grace,
         timeout=job.timeout,
         label=log.prefix if log.label and ranks_here else "",
         signals=signal_numbers(spec.start.signals),
-        err_files=[os.path.join(log.dir, name) for name in err_files] if log.dir and ranks_here else [],
+        err_file=err_file,
         failure=spec.start.failure,
+        exit_codes=ExitCodes(codes.start, codes.line, codes.host, codes.wait_status),
         shown=None if log.show is None else list(log.show),
     )
     with_counts = lambda attempt: [{**env, **restart_counts(attempt)} for env in envs_for(attempt)]  # noqa: E731

@@ -179,6 +179,7 @@ def start_command(
         argv += start.label
     if rank_argv is not None:
         return argv + rank_argv
+    argv += start.exit_codes.args  # read by the supervisor: not for a command the user runs (a saved plan's)
     for name, value in (forward or {}).items():
         argv += _format_template(start.env, name=name, value=value)
     argv += forwarding(spec, plan_json)

@@ -15,7 +15,8 @@ tests/test_supervisor.py with real processes:
 * **A failure stops the job.** The first member to fail is the root cause; the others get SIGTERM, then SIGKILL
   after ``grace``. The job's last lines name it: rank, host, exit code or signal by name, last stderr lines.
 * **Ctrl-Z / fg.** A member alone in its session is an orphaned process group, which the kernel does not stop
-  for SIGTSTP: ds-helper stops the members with SIGSTOP, then itself, and continues them on SIGCONT.
+  for SIGTSTP: ds-helper stops the ranks with SIGSTOP (a manager with every process it started on this
+  machine), then itself, and continues them on SIGCONT.
 * **Nothing left behind.** ds-helper is the child subreaper of everything it starts: a rank's child or daemon
   whose parent exits is re-parented here, not to init. When the job ends, every process group and every such
   orphan gets SIGTERM, then SIGKILL after ``grace``.
@@ -37,6 +38,16 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Deque, Dict, List, Optional, Sequence
 
+from ds_helper.job.reports import (
+    ExitCodes,
+    RankEnd,
+    ReportLines,
+    describe_status,
+    every_rank,
+    first_failure,
+    root_cause,
+    signal_name,
+)
 from ds_helper.rank.errors import line
 from ds_helper.rank.inherit import death_signal_setter, libc_function, restore_signals
 from ds_helper.rank.tee import HOLD_BYTES, HOLD_SECONDS, write_all
@@ -58,20 +69,6 @@ _PIPE_SIZE = 1 << 20  # fewer wake-ups per MB than the default 64 KiB (capped by
 PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
 
 
-def signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
-
-
-def describe_status(code: int) -> str:
-    """``exited with code 1`` or ``was killed by SIGSEGV (exit code 139)``, from a shell-style code."""
-    if code > 128 and code - 128 in {int(s) for s in signal.Signals}:
-        return f"was killed by {signal_name(code - 128)} (exit code {code})"
-    return f"exited with code {code}"
-
-
 @dataclass
 class Settings:
     grace: float = 30.0
@@ -79,16 +76,21 @@ class Settings:
     label: str = ""  # a template with {rank}: put in front of every line of a local rank
     signals: Dict[int, Optional[int]] = field(default_factory=dict)  # a manager's: what to send it instead
     host: str = field(default_factory=socket.gethostname)
-    err_files: List[str] = field(default_factory=list)  # each member's stderr file when log.dir keeps it
+    err_file: Callable[[int], str] = lambda rank: ""  # a rank's stderr file when log.dir keeps it
     failure: str = ""  # a manager's report of its first failed rank (start.failure): groups rank, code, host
+    exit_codes: ExitCodes = ExitCodes("", "", "", False)  # a manager's report of every rank's end (start.exit_codes)
     shown: Optional[List[int]] = None  # the local ranks whose output is shown (None: all)
 
 
 class _Lines:
     """One output stream of a member, copied to ``target`` in whole lines (labelled when asked)."""
 
-    def __init__(self, target: Optional[int], label: bytes, keep_tail: bool) -> None:
+    def __init__(
+        self, target: Optional[int], label: bytes, keep_tail: bool, report: Optional[ReportLines] = None
+    ) -> None:
         self.target = target  # None: read and dropped (a rank not shown)
+        self.report = report  # the manager's report of its ranks' ends: kept here, off the output
+        self.reported = b""
         self.broken = False  # the target stopped taking bytes
         self.label = label
         self.at_line_start = True
@@ -109,7 +111,21 @@ class _Lines:
         if not self.held or end:
             self.held_since = now
         self.held = out[end:]
-        self._send(out[:end])
+        self._send(self._without_report(out[:end]) if self.report else out[:end])
+
+    def _without_report(self, data: bytes) -> bytes:
+        assert self.report is not None
+        before = b""
+        if not self.reported:
+            found = self.report.first.search(data)
+            if found is None:
+                return data
+            self.reported = found.group(0)
+            before, data = data[: found.start()], data[found.end() :]
+        while more := self.report.more.match(data):  # its next hosts' lines, also when they come in a later read
+            self.reported += more.group(0)
+            data = data[more.end() :]
+        return before + data
 
     def _keep(self, data: bytes) -> None:
         assert self.tail is not None
@@ -122,15 +138,25 @@ class _Lines:
         return [line.decode(errors="replace").rstrip("\r") for line in lines][-TAIL_LINES:]
 
     def flush_held(self, now: float) -> None:
-        if self.held and now - self.held_since >= HOLD_SECONDS:
+        if self.held and now - self.held_since >= HOLD_SECONDS and not self._report_starts(self.held):
             held, self.held = self.held, b""
             self._send(held)
 
     def close(self) -> None:
-        if self.held and not self.held.endswith(b"\n") and self.label:
-            self.held += b"\n"  # the next member's line starts afresh
-        self.held_since = 0.0
-        self.flush_held(float("inf"))
+        held, self.held = self.held, b""
+        if self._report_starts(held):  # the manager's report without its line end
+            found = len(self.reported)
+            rest = self._without_report(held + b"\n")
+            held = rest if len(self.reported) > found else held
+        if held and not held.endswith(b"\n") and self.label:
+            held += b"\n"  # the next member's line starts afresh
+        self._send(held)
+
+    def _report_starts(self, held: bytes) -> bool:
+        """``held``, a partial line, may be the start of the manager's report: it waits for its end, however long
+        (Hydra writes its report's first word, then the rest once it has every rank's code)."""
+        start = self.report.start if self.report else b""
+        return bool(start and held) and (held.startswith(start) or start.startswith(held))
 
     def _send(self, data: bytes) -> None:
         if not data or self.target is None:
@@ -173,6 +199,7 @@ class Member:
     started: float
     code: Optional[int] = None  # shell-style: 128+N for signal N
     ended: float = 0.0
+    out: Optional[_Lines] = None
     err: Optional[_Lines] = None
 
     def send(self, signum: int, whole_group: bool = True) -> None:
@@ -295,19 +322,29 @@ def _spawn(command: Sequence[str], env: Dict[str, str], out_w: int, err_w: int, 
     return pid
 
 
-def _children() -> List[int]:
-    """This process's children now, orphans re-parented to it included (``/proc/PID/task/TID/children``)."""
+def _children(pid: str = "self") -> List[int]:
+    """A process's children now (this one's: orphans re-parented to it included), ``/proc/PID/task/TID/children``."""
     found: List[int] = []
     try:
-        tasks = os.listdir("/proc/self/task")
+        tasks = os.listdir(f"/proc/{pid}/task")
     except OSError:
         return found
     for task in tasks:
         try:
-            with open(f"/proc/self/task/{task}/children") as handle:
-                found += [int(pid) for pid in handle.read().split()]
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                found += [int(child) for child in handle.read().split()]
         except OSError:
             continue
+    return found
+
+
+def _descendants(pid: int) -> List[int]:
+    """Every process below ``pid`` on this machine, parents before their children."""
+    found: List[int] = []
+    below = _children(str(pid))
+    while below:
+        found += below
+        below = [child for parent in below for child in _children(str(parent))]
     return found
 
 
@@ -344,6 +381,7 @@ class Attempt:
         self.members: List[Member] = []
         self.streams: Dict[int, _Lines] = {}
         self.by_pid: Dict[int, Member] = {}
+        self.suspended: List[int] = []  # a manager's processes on this machine that ds-helper stopped (Ctrl-Z)
         as_terminal = _terminal_out()
         for index, (command, env, name) in enumerate(zip(commands, envs, names, strict=True)):
             label = settings.label.format(rank=index).encode() if settings.label and group else b""
@@ -357,13 +395,33 @@ class Attempt:
             member = Member(name, pid, group, time.monotonic())
             shown = not group or settings.shown is None or index in settings.shown
             member.err = _Lines(2 if shown else None, label, keep_tail=True)
-            self.streams[out_r] = _Lines(1 if shown else None, label, keep_tail=False)
+            report = None if group else settings.exit_codes.lines()
+            member.out = _Lines(1 if shown else None, label, keep_tail=False, report=report)
+            self.streams[out_r] = member.out
             self.streams[err_r] = member.err
             self.members.append(member)
             self.by_pid[pid] = member
 
     def running(self) -> List[Member]:
         return [m for m in self.members if m.code is None]
+
+    def suspend(self) -> None:
+        """Ctrl-Z: stop every rank on this machine (alone in its session, a member ignores SIGTSTP: an orphaned
+        process group); a manager with everything it started here, as it would otherwise go on reading the
+        terminal for rank 0's stdin, taking the shell's ``fg``."""
+        for member in self.running():
+            if member.group:
+                member.send(signal.SIGSTOP)
+            else:
+                self.suspended += [member.pid, *_descendants(member.pid)]
+        for pid in self.suspended:
+            _signal_quietly(pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        for pid in self.suspended:
+            _signal_quietly(pid, signal.SIGCONT)
+        self.suspended = []
+        self.send(signal.SIGCONT)
 
     def send(self, signum: int, whole_group: bool = True) -> None:
         for member in self.members:
@@ -438,10 +496,10 @@ class Supervisor:
                 elif got in NOTICES and signum:
                     attempt.send(signum, whole_group=False)
                 elif got in _SUSPENDS:
-                    attempt.send(signal.SIGSTOP)  # alone in its session, a member ignores SIGTSTP (orphaned group)
+                    attempt.suspend()
                     os.kill(os.getpid(), signal.SIGSTOP)  # here until SIGCONT (the shell's fg or bg)
                 elif got == signal.SIGCONT:
-                    attempt.send(signal.SIGCONT)
+                    attempt.resume()
             for member in _reap(attempt, now):
                 if member.code and outcome is None:
                     outcome = Outcome("failed", member.code, first=member, stopped=len(attempt.running()))
@@ -539,34 +597,35 @@ def _last_lines(path: str) -> List[str]:
 
 
 def summary(outcome: Outcome, settings: Settings, started: float) -> List[str]:
-    """The job's last lines when it failed: the first member to fail and why, then its last stderr lines."""
+    """The job's last lines when it failed: the first member to fail and why, then its last stderr lines (a
+    manager's: the rank it reports, and that rank's own file when log.dir keeps one)."""
     first = outcome.first
     if first is None or first.code is None:
         return []
-    index = outcome.members.index(first)
-    err_file = settings.err_files[index] if index < len(settings.err_files) else ""
-    tail = (first.err.last_lines() if first.err else []) or _last_lines(err_file)
-    where = f" ({err_file})" if err_file else ""
-    lines = [f"{first.name} failed first; its last lines on stderr{where}:"]
-    lines += [f"  | {line}" for line in tail] or ["  (nothing)"]
+    tail = first.err.last_lines() if first.err else []
+    named = None if first.group else _reported(settings, first, tail)
+    rank = outcome.members.index(first) if first.group else (named.rank if named else None)
+    err_file = settings.err_file(rank) if rank is not None else ""
+    own = _last_lines(err_file)
+    if first.group:  # a local rank: its own stream, or its file when log.dir took its stderr
+        tail = tail or own
+        source = f"{first.name} failed first; its last lines on stderr{f' ({err_file})' if err_file else ''}:"
+    elif own:  # the rank the manager names kept its own file: better than every rank's lines merged
+        tail, source = own, f"rank {rank} failed; its last lines on stderr ({err_file}):"
+    else:
+        source = f"{first.name}'s last lines on stderr:"
+    lines = [source, *([f"  | {line}" for line in tail] or ["  (nothing)"])]
     after = f"{first.ended - started:.1f} s after the start"
     others = f"; ds-helper stopped the {outcome.stopped} still running (SIGTERM)" if outcome.stopped else ""
-    named = reported_rank(settings.failure, tail) if not first.group else ""
-    lines.append(f"job failed: {named}{first.name} on {settings.host} {describe_status(first.code)}, {after}{others}")
+    ended = f"{first.name} on {settings.host} {describe_status(first.code)}"
+    lines.append(f"job failed: {f'{named.details()}; ' if named else ''}{ended}, {after}{others}")
     return lines
 
 
-def reported_rank(pattern: str, tail: List[str]) -> str:
-    """``rank 1 (exit code 3, as the manager reports it); `` from the manager's own report, if it made one."""
-    import re
-
-    found = list(re.finditer(pattern, "\n".join(tail))) if pattern else []
-    if not found:
-        return ""
-    groups = {k: v for k, v in found[-1].groupdict().items() if v}
-    details = [f"host {groups['host']}"] if "host" in groups else []
-    details += [describe_status(int(groups["code"]))] if "code" in groups else []
-    return f"rank {groups.get('rank', '?')} ({', '.join([*details, 'as the manager reports it'])}); "
+def _reported(settings: Settings, manager: Member, tail: List[str]) -> Optional[RankEnd]:
+    """The rank a manager names as failed: from its line of every rank's code, or its line on the first to fail."""
+    reported = manager.out.reported.decode(errors="replace") if manager.out else ""
+    return root_cause(every_rank(settings.exit_codes, reported)) or first_failure(settings.failure, "\n".join(tail))
 
 
 def run_job(

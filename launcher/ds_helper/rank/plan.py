@@ -22,7 +22,7 @@ else:
 PLAN_VAR = "DS_HELPER_PLAN"
 """The one variable that carries a job's plan to every rank (job/launch.py); never reaches the script."""
 
-PLAN_FORMAT = 4
+PLAN_FORMAT = 5
 """Bumped whenever a field changes meaning; a plan of another format is refused, never half-read."""
 
 RANK_FIELDS = ("rank", "local_rank", "world_size", "local_world_size", "node_rank")
@@ -37,6 +37,14 @@ class HostSource(Record):
     format: str
     file: bool
     skip: int
+
+
+class ExitCodesSpec(Record):
+    args: list[str]
+    start: str
+    line: str
+    host: str
+    wait_status: bool
 
 
 class StartSpec(Record):
@@ -58,6 +66,7 @@ class StartSpec(Record):
     label: list[str]
     signals: dict[str, str | None]
     failure: str
+    exit_codes: ExitCodesSpec
 
 
 class LauncherSpec(Record):
