@@ -50,7 +50,7 @@ from ds_helper.job.reports import (
 )
 from ds_helper.rank.errors import line
 from ds_helper.rank.inherit import death_signal_setter, libc_function, restore_signals
-from ds_helper.rank.tee import HOLD_BYTES, HOLD_SECONDS, write_all
+from ds_helper.rank.tee import HOLD_SECONDS, LineCopier, write_all
 
 if TYPE_CHECKING:
     import selectors
@@ -82,50 +82,30 @@ class Settings:
     shown: Optional[List[int]] = None  # the local ranks whose output is shown (None: all)
 
 
-class _Lines:
-    """One output stream of a member, copied to ``target`` in whole lines (labelled when asked)."""
+class _Lines(LineCopier):
+    """One output stream of a member, copied in whole lines (rank/tee.py's copier); of a rank's stderr, its last
+    lines are kept for the root cause; of a manager's stdout, its report of the ranks' ends, off the output."""
 
     def __init__(
         self, target: Optional[int], label: bytes, keep_tail: bool, report: Optional[ReportLines] = None
     ) -> None:
-        self.target = target  # None: read and dropped (a rank not shown)
-        self.report = report  # the manager's report of its ranks' ends: kept here, off the output
+        super().__init__(target, label)
+        self.shown = target is not None  # else read and dropped (a rank not shown)
+        self.report = report
         self.reported = b""
-        self.broken = False  # the target stopped taking bytes
-        self.label = label
-        self.at_line_start = True
-        self.held = b""
-        self.held_since = 0.0
         self.tail: Optional[Deque[bytes]] = deque(maxlen=TAIL_LINES) if keep_tail else None
         self.partial = b""  # the tail's unfinished last line
+
+    @property
+    def broken(self) -> bool:
+        """The target stopped taking bytes."""
+        return self.shown and self.target is None
 
     def feed(self, data: bytes, now: float) -> None:
         if self.tail is not None:
             self._keep(data)
-        if self.target is None:
-            return
-        out = self.held + data
-        end = out.rfind(b"\n") + 1
-        if len(out) - end > HOLD_BYTES:
-            end = len(out)
-        if not self.held or end:
-            self.held_since = now
-        self.held = out[end:]
-        self._send(self._without_report(out[:end]) if self.report else out[:end])
-
-    def _without_report(self, data: bytes) -> bytes:
-        assert self.report is not None
-        before = b""
-        if not self.reported:
-            found = self.report.first.search(data)
-            if found is None:
-                return data
-            self.reported = found.group(0)
-            before, data = data[: found.start()], data[found.end() :]
-        while more := self.report.more.match(data):  # its next hosts' lines, also when they come in a later read
-            self.reported += more.group(0)
-            data = data[more.end() :]
-        return before + data
+        if self.target is not None:
+            self.copy(data, now)
 
     def _keep(self, data: bytes) -> None:
         assert self.tail is not None
@@ -137,56 +117,34 @@ class _Lines:
         lines = list(self.tail or ()) + ([self.partial] if self.partial else [])
         return [line.decode(errors="replace").rstrip("\r") for line in lines][-TAIL_LINES:]
 
-    def flush_held(self, now: float) -> None:
-        if self.held and now - self.held_since >= HOLD_SECONDS and not self._report_starts(self.held):
-            held, self.held = self.held, b""
-            self._send(held)
+    def _shown(self, lines: bytes) -> bytes:
+        """The lines without the manager's report, which is kept in ``reported``."""
+        if self.report is None:
+            return lines
+        before = b""
+        if not self.reported:
+            found = self.report.first.search(lines)
+            if found is None:
+                return lines
+            self.reported = found.group(0)
+            before, lines = lines[: found.start()], lines[found.end() :]
+        while more := self.report.more.match(lines):  # its next hosts' lines, also when they come in a later read
+            self.reported += more.group(0)
+            lines = lines[more.end() :]
+        return before + lines
 
-    def close(self) -> None:
-        held, self.held = self.held, b""
-        if self._report_starts(held):  # the manager's report without its line end
-            found = len(self.reported)
-            rest = self._without_report(held + b"\n")
-            held = rest if len(self.reported) > found else held
-        if held and not held.endswith(b"\n") and self.label:
-            held += b"\n"  # the next member's line starts afresh
-        self._send(held)
-
-    def _report_starts(self, held: bytes) -> bool:
+    def _waits(self, held: bytes) -> bool:
         """``held``, a partial line, may be the start of the manager's report: it waits for its end, however long
         (Hydra writes its report's first word, then the rest once it has every rank's code)."""
         start = self.report.start if self.report else b""
         return bool(start and held) and (held.startswith(start) or start.startswith(held))
 
-    def _send(self, data: bytes) -> None:
-        if not data or self.target is None:
-            return
-        parts = self._labelled(data) if self.label else [data]
-        if not _write_parts(self.target, parts):
-            self.target, self.broken = None, True
-
-    def _labelled(self, data: bytes) -> List[bytes]:
-        """``data`` with the label at each line start, in one pass and no copy beyond the replace."""
-        lines = data.count(b"\n")
-        ends_line = data.endswith(b"\n")
-        # Every newline but a final one is followed by the label.
-        body = data.replace(b"\n", b"\n" + self.label, lines - 1 if ends_line else lines)
-        parts = [self.label, body] if self.at_line_start else [body]
-        self.at_line_start = ends_line
-        return parts
-
-
-def _write_parts(fd: int, parts: List[bytes]) -> bool:
-    """``parts`` written in one system call when it takes them all (the usual case), else the rest piece-wise."""
-    if len(parts) == 1:
-        return write_all(fd, parts[0])
-    try:
-        done = os.writev(fd, parts)
-    except (BlockingIOError, InterruptedError):
-        done = 0
-    except OSError:
-        return False
-    return write_all(fd, b"".join(parts)[done:]) if done < sum(map(len, parts)) else True
+    def finish(self) -> None:
+        if self._waits(self.held):  # the manager's report without its line end
+            found = len(self.reported)
+            rest = self._shown(self.held + b"\n")
+            self.held = rest if len(self.reported) > found else self.held
+        super().finish()
 
 
 @dataclass
@@ -554,7 +512,7 @@ class Supervisor:
         if not data or (stream.broken and stream.tail is None):
             selector.unregister(fd)
             os.close(fd)  # the writer gets EPIPE, as it would alone with nobody reading
-            streams.pop(fd).close()
+            streams.pop(fd).finish()
 
     def close(self) -> None:
         self.signals.close()
@@ -578,7 +536,7 @@ def _drain(fd: int, stream: _Lines) -> None:
             break
         stream.feed(data, time.monotonic())
     os.close(fd)
-    stream.close()
+    stream.finish()
 
 
 def _last_lines(path: str) -> List[str]:

@@ -87,57 +87,93 @@ HOLD_SECONDS = 0.25
 HOLD_BYTES = 65536
 
 
-class _Stream:
-    """One of the script's output streams, copied to the manager (prefixed lines) and to the log file."""
+class LineCopier:
+    """A stream copied to ``target`` in whole lines, ``label`` in front of each line: only a line's start waits, up
+    to HOLD_SECONDS for its end (then it shows as it is: a progress bar), and at most HOLD_BYTES of it. Used by
+    the tee here and by the job's supervisor (job/supervisor.py), which adds what it keeps of a stream."""
+
+    def __init__(self, target: Optional[int], label: bytes) -> None:
+        self.target = target  # None: nothing takes the bytes (any more)
+        self.label = label
+        self.at_line_start = True
+        self.held = b""  # the start of a line not ended yet
+        self.held_since = 0.0
+
+    def copy(self, data: bytes, now: float) -> None:
+        out = self.held + data
+        end = out.rfind(b"\n") + 1
+        if len(out) - end > HOLD_BYTES:
+            end = len(out)
+        if not self.held or end:
+            self.held_since = now
+        self.held = out[end:]
+        self._send(self._shown(out[:end]))
+
+    def flush_held(self, now: float) -> None:
+        """Show a line's start that has waited long enough for its end."""
+        if self.held and now - self.held_since >= HOLD_SECONDS and not self._waits(self.held):
+            held, self.held = self.held, b""
+            self._send(held)
+
+    def finish(self) -> None:
+        """At the end of the stream: a labelled last line gets its newline, so the next one starts afresh."""
+        held, self.held = self.held, b""
+        self._send(held)
+        if self.label and not self.at_line_start:
+            self._send(b"\n")
+
+    def _shown(self, lines: bytes) -> bytes:
+        """Of whole lines, what is shown (all of them; the supervisor keeps a manager's report apart)."""
+        return lines
+
+    def _waits(self, held: bytes) -> bool:
+        """A line's start that waits for its end however long it takes (none here)."""
+        return False
+
+    def _send(self, data: bytes) -> None:
+        if not data or self.target is None:
+            return
+        parts = self._labelled(data) if self.label else [data]
+        if not _write_parts(self.target, parts):
+            self.target = None
+
+    def _labelled(self, data: bytes) -> List[bytes]:
+        """``data`` with the label at each line start, in one pass and no copy beyond the replace."""
+        lines = data.count(b"\n")
+        ends_line = data.endswith(b"\n")
+        # Every newline but a final one is followed by the label.
+        body = data.replace(b"\n", b"\n" + self.label, lines - 1 if ends_line else lines)
+        parts = [self.label, body] if self.at_line_start else [body]
+        self.at_line_start = ends_line
+        return parts
+
+
+def _write_parts(fd: int, parts: List[bytes]) -> bool:
+    """``parts`` written in one system call when it takes them all (the usual case), else the rest piece-wise."""
+    if len(parts) == 1:
+        return write_all(fd, parts[0])
+    try:
+        done = os.writev(fd, parts)
+    except (BlockingIOError, InterruptedError):
+        done = 0
+    except OSError:
+        return False
+    return write_all(fd, b"".join(parts)[done:]) if done < sum(map(len, parts)) else True
+
+
+class _Stream(LineCopier):
+    """One of the script's output streams, copied to the manager (labelled lines) and to the log file."""
 
     def __init__(self, target: int, log_path: Optional[str], prefix: bytes) -> None:
-        self.target: Optional[int] = target  # None once the manager's side failed
-        self.prefix = prefix
-        self.at_line_start = True
-        self.held = b""  # the prefixed start of a line not ended yet
-        self.held_since = 0.0
+        super().__init__(target, prefix)
         # The file is new and empty: rank/logs.py created it (a log is never truncated).
         self.log = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW) if log_path else None
 
     def feed(self, data: bytes) -> None:
         if self.log is not None:
             write_all(self.log, data)
-        if self.target is None:
-            return
-        out = self.held + self._prefixed(data)
-        end = out.rfind(b"\n") + 1
-        if len(out) - end > HOLD_BYTES:
-            end = len(out)
-        if not self.held:
-            self.held_since = time.monotonic()
-        self.held = out[end:]
-        self._send(out[:end])
-
-    def flush_held(self, now: float) -> None:
-        """Show a line's start that has waited long enough for its end (``now`` 0: unconditionally)."""
-        if self.held and now - self.held_since >= HOLD_SECONDS:
-            held, self.held = self.held, b""
-            self._send(held)
-
-    def _send(self, data: bytes) -> None:
-        if data and self.target is not None and not write_all(self.target, data):
-            self.target = None
-
-    def _prefixed(self, data: bytes) -> bytes:
-        """``data`` with the prefix at each line start, in one pass."""
-        if not self.prefix:
-            return data
-        pieces: List[bytes] = []
-        for index, part in enumerate(data.split(b"\n")):
-            if index:
-                pieces.append(b"\n")
-                self.at_line_start = True
-            if part:
-                if self.at_line_start:
-                    pieces.append(self.prefix)
-                    self.at_line_start = False
-                pieces.append(part)
-        return b"".join(pieces)
+        if self.target is not None:
+            self.copy(data, time.monotonic())
 
     @property
     def wanted(self) -> bool:
@@ -145,10 +181,7 @@ class _Stream:
         return self.target is not None or self.log is not None
 
     def close(self) -> None:
-        """At the end of the stream: a prefixed last line gets its newline, so the next rank's starts afresh."""
-        if self.prefix and not self.at_line_start:
-            self.held += b"\n"
-        self.flush_held(float("inf"))
+        self.finish()
         self.release()
 
     def release(self) -> None:
