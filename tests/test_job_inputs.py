@@ -391,13 +391,19 @@ def test_save_plan_to_a_folder_name_is_refused_and_makes_no_file(tmp_path: Path)
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_site_launchers_start_template_takes_plain_placeholders_only(tmp_path: Path) -> None:
+def site_job_like_mpich(tmp_path: Path, old: str, new: str) -> subprocess.CompletedProcess[str]:
+    """A 2-rank job of launcher=site: a site's launcher file made from mpich.yaml with ``old`` changed to ``new``."""
     site = tmp_path / "launchers"
     site.mkdir()
     text = (Path(__file__).parent.parent / "conf" / "launcher" / "mpich.yaml").read_text()
-    text = text.replace("name: mpich", "name: site").replace('"{ranks}"', '"{ranks:>999999999999}"')
+    assert old in text
+    text = text.replace("name: mpich", "name: site").replace(old, new)
     (site / "site.yaml").write_text(text.replace("detect: [MPI_LOCALRANKID]", "detect: [SITE_RANK]"))
-    result = ds("launcher=site", "job.ranks=2", "show.py", env=clean_env(DS_HELPER_LAUNCHER_PATH=str(site)))
+    return ds("launcher=site", "job.ranks=2", "show.py", env=clean_env(DS_HELPER_LAUNCHER_PATH=str(site)))
+
+
+def test_a_site_launchers_start_template_takes_plain_placeholders_only(tmp_path: Path) -> None:
+    result = site_job_like_mpich(tmp_path, '"{ranks}"', '"{ranks:>999999999999}"')
     assert_user_error(result, "site.yaml", "{ranks:>999999999999}")
 
 
@@ -421,11 +427,4 @@ def test_plans_are_written_compactly_and_as_utf8(tmp_path: Path) -> None:
 def test_a_site_launchers_report_patterns_are_checked_before_anything_starts(
     tmp_path: Path, old: str, new: str, culprit: str
 ) -> None:
-    site = tmp_path / "launchers"
-    site.mkdir()
-    text = (Path(__file__).parent.parent / "conf" / "launcher" / "mpich.yaml").read_text()
-    assert old in text
-    text = text.replace("name: mpich", "name: site").replace(old, new)
-    (site / "site.yaml").write_text(text.replace("detect: [MPI_LOCALRANKID]", "detect: [SITE_RANK]"))
-    result = ds("launcher=site", "job.ranks=2", "show.py", env=clean_env(DS_HELPER_LAUNCHER_PATH=str(site)))
-    assert_user_error(result, f"launcher=site: {culprit}")
+    assert_user_error(site_job_like_mpich(tmp_path, old, new), f"launcher=site: {culprit}")
