@@ -44,8 +44,9 @@ def _names(folder: str) -> List[str]:
     return [os.path.basename(path)[: -len(".yaml")] for path in recipes.folder_files(folder)]
 
 
-def group_options(group: str) -> List[str]:
-    """A group's options as ``GROUP=NAME`` chooses them: the shipped files, and a site's launcher folders."""
+def options_on_disk(group: str) -> List[str]:
+    """A group's options as ``GROUP=NAME`` chooses them, read from the folders without Hydra (for a Tab): the
+    shipped files, and a site's launcher folders; compose/config.py's group_options asks Hydra's sources."""
     names = set(_names(os.path.join(recipes.shipped_folder("conf"), group)))
     if group == "launcher":
         for folder in recipes.path_folders(recipes.LAUNCHER_PATH_VAR):
@@ -65,7 +66,7 @@ def _flag_value(flag: Flag, prefix: str, value: str) -> Answer:
     if kind == argv.CHOICES:
         return WORDS, "", [prefix + choice for choice in metavar.split("|") if choice.startswith(value)]
     if kind == argv.LAUNCHERS:
-        return WORDS, "", [prefix + name for name in group_options("launcher") if name.startswith(value)]
+        return WORDS, "", [prefix + name for name in options_on_disk("launcher") if name.startswith(value)]
     return WORDS, "", []
 
 
@@ -103,7 +104,7 @@ def _value_words(key: str, value: str) -> Answer:
         names = recipes.available()
         return WORDS, "", [prefix + name for name in sorted(names) if name.startswith(value)]
     if bare in recipes.GROUPS:
-        return WORDS, "", [prefix + name for name in group_options(bare) if name.startswith(value)]
+        return WORDS, "", [prefix + name for name in options_on_disk(bare) if name.startswith(value)]
     item = key_fields().get(bare)
     if item is None:
         return WORDS, "", []
