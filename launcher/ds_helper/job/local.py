@@ -52,12 +52,12 @@ def supervise(
     gc.enable()  # off for a quick start (launcher/ds-helper); this process stays for the whole job
     ranks_here = spec.start.local
     log = plan.log
-    per_node = ranks_per_node or 1_000_000_000  # unknown: one node
 
     def err_file(rank: int) -> str:
-        """Where rank's stderr is kept (log.dir), placed as ds-helper asks a manager to: in blocks per node."""
-        name = log.err.format(rank=rank, local_rank=rank % per_node, node_rank=rank // per_node)
-        return os.path.join(log.dir, name) if log.dir else ""
+        """Where rank's stderr is kept (log.dir), placed as ds-helper asks a manager to: in blocks per node
+        (without a number per node, all on one)."""
+        node, local = divmod(rank, ranks_per_node) if ranks_per_node else (0, rank)
+        return os.path.join(log.dir, log.err.format(rank=rank, local_rank=local, node_rank=node)) if log.dir else ""
 
     codes = spec.start.exit_codes
     settings = Settings(
