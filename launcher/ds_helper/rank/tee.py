@@ -34,10 +34,12 @@ import selectors
 import signal
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Union
 
 from ds_helper.rank.errors import line
 from ds_helper.rank.inherit import PYTHON_IGNORED, death_signal_setter, hold_closed_fds, restore_signals
+
+Buffer = Union[bytes, memoryview]
 
 _TERMINATING = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT}
 _NOT_FORWARDED = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD}
@@ -95,6 +97,7 @@ class LineCopier:
     def __init__(self, target: Optional[int], label: bytes) -> None:
         self.target = target  # None: nothing takes the bytes (any more)
         self.label = label
+        self.newline_label = b"\n" + label
         self.at_line_start = True
         self.held = b""  # the start of a line not ended yet
         self.held_since = 0.0
@@ -133,22 +136,21 @@ class LineCopier:
     def _send(self, data: bytes) -> None:
         if not data or self.target is None:
             return
-        parts = self._labelled(data) if self.label else [data]
+        parts: List[Buffer] = self._labelled(data) if self.label else [data]
         if not _write_parts(self.target, parts):
             self.target = None
 
-    def _labelled(self, data: bytes) -> List[bytes]:
+    def _labelled(self, data: bytes) -> List[Buffer]:
         """``data`` with the label at each line start, in one pass and no copy beyond the replace."""
-        lines = data.count(b"\n")
-        ends_line = data.endswith(b"\n")
-        # Every newline but a final one is followed by the label.
-        body = data.replace(b"\n", b"\n" + self.label, lines - 1 if ends_line else lines)
-        parts = [self.label, body] if self.at_line_start else [body]
+        body = data.replace(b"\n", self.newline_label)
+        ends_line = data.endswith(b"\n")  # then the body ends with a label, for a line not begun: left out
+        shown = memoryview(body)[: len(body) - len(self.label)] if ends_line else body
+        parts: List[Buffer] = [self.label, shown] if self.at_line_start else [shown]
         self.at_line_start = ends_line
         return parts
 
 
-def _write_parts(fd: int, parts: List[bytes]) -> bool:
+def _write_parts(fd: int, parts: List[Buffer]) -> bool:
     """``parts`` written in one system call when it takes them all (the usual case), else the rest piece-wise."""
     if len(parts) == 1:
         return write_all(fd, parts[0])
@@ -191,7 +193,7 @@ class _Stream(LineCopier):
             self.log = None
 
 
-def write_all(fd: int, data: bytes) -> bool:
+def write_all(fd: int, data: Buffer) -> bool:
     """Write everything; False when the descriptor stopped taking bytes (reader gone, disk full, closed). A
     non-blocking descriptor (one inherited so) is waited for, not given up on."""
     view = memoryview(data)
