@@ -98,6 +98,10 @@ def records(folder: Path, suffix: str = "") -> Dict[str, List[str]]:
     return {p.name.removesuffix(suffix): p.read_text().split() for p in sorted(folder.glob(f"*{suffix}"))}
 
 
+def process_parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
 def process_state(pid: int) -> str:
     """R, S, T (stopped), ... from /proc/PID/stat."""
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -502,6 +506,186 @@ def test_log_label_through_srun_puts_each_ranks_number_in_front_of_its_lines(slu
     assert result.returncode == 0, result.stderr
     labelled = sorted(line.split(": ", 1) for line in result.stdout.splitlines())
     assert [(label, json.loads(row)["RANK"]) for label, row in labelled] == [("0", "0"), ("1", "1")]
+
+
+# --- Slurm: srun on the two-node loopback cluster (tests/slurm/README.md) ---------------------------------------
+
+SLURM_JOB = ["launcher=slurm", "job.nodes=2", "job.ranks_per_node=2"]  # ranks 0, 1 on node1; 2, 3 on node2
+SRUN_PASSES = {"SIGUSR1": "SIGUSR1", "SIGUSR2": "SIGUSR2"}  # and every stop as SIGINT (conf/launcher/slurm.yaml)
+
+
+def _slurm_job_of(token: str) -> str:
+    """The Slurm job id of the ranks marked with ``token``, from a rank's environment (ds-helper's has none)."""
+    for pid in alive_with(token):
+        found = re.search(rb"(?:^|\0)SLURM_JOB_ID=(\d+)", Path(f"/proc/{pid}/environ").read_bytes())
+        if found:
+            return found.group(1).decode()
+    raise AssertionError(f"no rank marked {token} runs")
+
+
+def _slurm_job_holds_its_nodes(slurm_cluster, job: str) -> bool:
+    """True while the job is running or pending (an srun that died of SIGKILL leaves its allocation so)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        shown = subprocess.run(
+            ["squeue", "-h", "-t", "PD,R,S", "-j", job, "-o", "%T"],
+            env=slurm_cluster.env(clean_env()),
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+        if not shown:
+            return False
+        time.sleep(0.2)
+    return True
+
+
+def _end_slurm_leftovers(slurm_cluster, token: str, job: str) -> None:
+    for pid in alive_with(token):
+        os.kill(pid, signal.SIGKILL)
+    if job:
+        subprocess.run(["scancel", job], env=slurm_cluster.env(clean_env()), check=False)
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"])
+def test_under_srun_every_rank_on_both_nodes_gets_the_notices_and_a_stop_as_sigint(
+    stop: str, slurm_cluster, tmp_path: Path
+) -> None:
+    # srun itself SIGKILLs its tasks on TERM, HUP and QUIT, and prints status on a first INT: slurm.yaml's
+    # start.signals and --disable-status make every stop a SIGINT the ranks can catch. catch_all.py carries on
+    # after it, so after log.grace srun gets SIGTERM (not SIGKILL, which leaves the tasks and the allocation).
+    token = f"ds-helper-test-{uuid.uuid4().hex}"
+    command = [DS_HELPER, *SLURM_JOB, "log.quiet=true", "log.grace=2", "catch_all.py", token]
+    proc = start_watched(command, slurm_cluster.env(clean_env(SIGNAL_DIR=str(tmp_path))))
+    job = ""
+    try:
+        wait_for(proc, "ready", 4)
+        job = _slurm_job_of(token)
+        seen: List[str] = []
+        for name in (*SRUN_PASSES, stop):
+            proc.send_signal(getattr(signal, name))
+            seen.append(SRUN_PASSES.get(name, "SIGINT"))
+            deadline = time.monotonic() + 30
+            while records(tmp_path) != {str(r): seen for r in range(4)} and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert records(tmp_path) == {str(r): seen for r in range(4)}, name
+            assert proc.poll() is None, f"ds-helper died of {name}"
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 128 + signal.SIGKILL, out  # srun's, after it ended the step for ds-helper
+        assert alive_with(token) == []
+        assert not _slurm_job_holds_its_nodes(slurm_cluster, job)
+    finally:
+        _end_slurm_leftovers(slurm_cluster, token, job)
+
+
+@pytest.mark.slurm
+def test_under_srun_sigterm_lets_every_rank_save(slurm_cluster, tmp_path: Path) -> None:
+    env = slurm_cluster.env(clean_env(SIGNAL_DIR=str(tmp_path), SAVED_EXIT="0"))
+    proc = start_watched([DS_HELPER, *SLURM_JOB, "log.quiet=true", "checkpoint.py"], env)
+    wait_for(proc, "ready", 4)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert records(tmp_path, ".signals") == {str(r): ["SIGINT"] for r in range(4)}
+    assert records(tmp_path, ".saved") == {str(r): ["saved"] for r in range(4)}
+
+
+@pytest.mark.slurm
+def test_under_srun_a_rank_ending_with_a_code_after_a_stop_cuts_the_others_save_short(
+    slurm_cluster, tmp_path: Path
+) -> None:
+    # What --kill-on-bad-exit=1 (slurm.yaml: a failed task ends the step) does after a stop: the first rank to
+    # exit 130 is a failed task to srun, which SIGTERMs the others, here rank 0 in the middle of its 3 s save.
+    env = slurm_cluster.env(clean_env(SIGNAL_DIR=str(tmp_path), SAVE_SECONDS="3,0.1"))
+    proc = start_watched([DS_HELPER, *SLURM_JOB, "log.quiet=true", "checkpoint.py"], env)
+    wait_for(proc, "ready", 4)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 130, out
+    assert records(tmp_path, ".signals") == {"0": ["SIGINT", "SIGTERM"], **{str(r): ["SIGINT"] for r in (1, 2, 3)}}
+    assert records(tmp_path, ".saved") == {str(r): ["saved"] for r in (1, 2, 3)}
+
+
+@pytest.mark.slurm
+def test_job_timeout_ends_a_slurm_job_with_124_and_nothing_left_on_either_node(slurm_cluster, tmp_path: Path) -> None:
+    token = f"ds-helper-test-{uuid.uuid4().hex}"
+    command = [DS_HELPER, *SLURM_JOB, "log.quiet=true", "job.timeout=4", "log.grace=1", "catch_all.py", token]
+    proc = start_watched(command, slurm_cluster.env(clean_env(SIGNAL_DIR=str(tmp_path))))
+    job = ""
+    try:
+        wait_for(proc, "ready", 4)
+        job = _slurm_job_of(token)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 124, out
+        assert "ds-helper: job.timeout=4: " in out
+        assert records(tmp_path) == {str(r): ["SIGINT"] for r in range(4)}  # the stop first, then srun's SIGKILL
+        assert alive_with(token) == []
+        assert not _slurm_job_holds_its_nodes(slurm_cluster, job)
+    finally:
+        _end_slurm_leftovers(slurm_cluster, token, job)
+
+
+@pytest.mark.slurm
+def test_restarts_under_srun_start_the_step_again_with_the_attempt_and_a_fresh_port(
+    slurm_cluster, tmp_path: Path
+) -> None:
+    env = slurm_cluster.env(clean_env(SIGNAL_DIR=str(tmp_path)))
+    options = ["launcher=slurm", "job.nodes=2", "job.ranks_per_node=1", "log.quiet=true", "job.restarts=1"]
+    result = ds(*options, "fail_once.py", env=env, timeout=180)
+    assert result.returncode == 0, result.stderr
+    rows = json_lines(result.stdout)
+    assert sorted((r["TORCHELASTIC_RESTART_COUNT"], r["RANK"]) for r in rows) == [
+        ("0", "0"),
+        ("0", "1"),
+        ("1", "0"),
+        ("1", "1"),
+    ]
+    assert len({r["MASTER_PORT"] for r in rows}) == 2
+    assert "ds-helper: restarting the job (restart 1 of job.restarts=1): srun exited with code 3" in result.stderr
+
+
+@pytest.mark.slurm
+def test_under_srun_a_stop_ends_every_ranks_children_on_both_nodes(slurm_cluster) -> None:
+    # srun passes a signal to every process of the step (proctrack), as a terminal to a process group.
+    token = f"ds-helper-test-{uuid.uuid4().hex}"
+    command = [DS_HELPER, *SLURM_JOB, "log.quiet=true", "log.grace=5", "with_children.py", token]
+    proc = start_watched(command, slurm_cluster.env(clean_env()))
+    job = ""
+    try:
+        wait_for(proc, "ready", 4)
+        job = _slurm_job_of(token)
+        assert len(alive_with(token)) == 4 * 3 + 1  # each rank, its child and grandchild; ds-helper
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+        assert proc.returncode == 128 + signal.SIGINT  # every process died of the SIGINT
+        assert alive_with(token) == []
+    finally:
+        _end_slurm_leftovers(slurm_cluster, token, job)
+
+
+@pytest.mark.slurm
+def test_under_srun_a_failed_ranks_children_outlive_the_step_with_proctrack_linuxproc(slurm_cluster) -> None:
+    # Rank 1 exits 3: its child, re-parented to init, is no longer found by the cluster's proctrack/linuxproc
+    # (slurm.conf(5), ProctrackType: proctrack/cgroup tracks them); the other ranks' children end with the step.
+    # Here they do not hold rank 1's output: when they do, slurmstepd waits 60 s for it before giving up.
+    token = f"ds-helper-test-{uuid.uuid4().hex}"
+    command = [DS_HELPER, *SLURM_JOB, "log.quiet=true", "log.grace=5", "with_children.py", token]
+    proc = start_watched(command, slurm_cluster.env(clean_env(FAIL_RANK="1", EXIT_CODE="3", QUIET_CHILDREN="1")))
+    job = ""
+    try:
+        wait_for(proc, "ready", 4)
+        job = _slurm_job_of(token)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode == 128 + signal.SIGTERM, out  # srun's: the others were SIGTERMed
+        assert "rank 1 (host node1, exited with code 3, as the manager reports it)" in out
+        time.sleep(0.5)
+        parents = {pid: process_parent(pid) for pid in alive_with(token)}
+        assert len(parents) == 2, parents  # rank 1's child and grandchild
+        child = next(pid for pid, parent in parents.items() if parent not in parents)
+        assert Path(f"/proc/{parents[child]}/comm").read_text().strip() != "slurmstepd"  # re-parented outside
+    finally:
+        _end_slurm_leftovers(slurm_cluster, token, job)
 
 
 def test_log_show_picks_the_ranks_on_the_terminal_while_log_dir_keeps_all(tmp_path: Path) -> None:

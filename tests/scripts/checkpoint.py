@@ -1,4 +1,5 @@
-"""A rank that saves a checkpoint on Ctrl-C (KeyboardInterrupt) or SIGTERM, taking SAVE_SECONDS to do it.
+"""A rank that saves a checkpoint on Ctrl-C (KeyboardInterrupt) or SIGTERM, taking SAVE_SECONDS to do it (a
+comma-separated list: rank r takes the r-th, the last one for the rest), then exits SAVED_EXIT (default 130).
 
 Every signal it receives is appended to SIGNAL_DIR/<rank>.signals; a finished save writes SIGNAL_DIR/<rank>.saved.
 A second signal in the middle of the save interrupts it, as it would a real one.
@@ -28,7 +29,8 @@ try:
     print(f"ready {rank}", flush=True)  # inside: a signal right after it still means a save
     time.sleep(120)
 except KeyboardInterrupt:
-    time.sleep(float(os.environ.get("SAVE_SECONDS", "1.5")))
+    seconds = os.environ.get("SAVE_SECONDS", "1.5").split(",")
+    time.sleep(float(seconds[min(int(rank), len(seconds) - 1)]))
     with open(record + ".saved", "w") as file:
         file.write("saved\n")
-    sys.exit(130)
+    sys.exit(int(os.environ.get("SAVED_EXIT", "130")))

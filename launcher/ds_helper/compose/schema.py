@@ -152,7 +152,7 @@ class StartSpec:
     )
     signals: Dict[str, Optional[str]] = field(
         default_factory=dict,
-        metadata=_help("signal ds-helper gets -> the one it sends the manager, where not the same; null: none"),
+        metadata=_help("signal ds-helper gets (or sends: SIGTERM, SIGKILL) -> what the manager gets; null: none"),
     )
     failure: str = field(
         default="", metadata=_help("regex of the manager's report of the first failed rank: groups rank, code, host")

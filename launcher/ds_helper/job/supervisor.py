@@ -428,6 +428,7 @@ class Supervisor:
             selector.register(fd, selectors.EVENT_READ)
         outcome: Optional[Outcome] = None
         kill_at = float("inf")
+        ending = False  # the manager got its own kill signal (start.signals' SIGKILL); SIGKILL comes next
         swept = False
 
         def stop(now: float, signum: int) -> None:
@@ -461,15 +462,19 @@ class Supervisor:
             for member in _reap(attempt, now):
                 if member.code and outcome is None:
                     outcome = Outcome("failed", member.code, first=member, stopped=len(attempt.running()))
-                    stop(now, signal.SIGTERM)
+                    stop(now, self._instead(signal.SIGTERM))
             if now >= self.deadline and outcome is None:
                 outcome = Outcome("timeout", TIMEOUT_CODE)
-                stop(now, signal.SIGTERM)
+                stop(now, self._instead(signal.SIGTERM))
             if now >= kill_at:
-                attempt.send(signal.SIGKILL)
-                for orphan in _children():
-                    _signal_quietly(orphan, signal.SIGKILL)
-                kill_at = float("inf")
+                kill = signal.SIGKILL if ending else self._instead(signal.SIGKILL)
+                attempt.send(kill)
+                if kill == signal.SIGKILL:
+                    for orphan in _children():
+                        _signal_quietly(orphan, signal.SIGKILL)
+                    kill_at = float("inf")
+                else:  # the manager ends its ranks itself; SIGKILL if it has not after another grace
+                    ending, kill_at = True, now + self.settings.grace
             if attempt.running():
                 continue
             leftovers = _children()  # the ranks' children and daemons, re-parented here
@@ -489,6 +494,11 @@ class Supervisor:
             result.code = next((m.code for m in sorted(attempt.members, key=lambda m: m.ended) if m.code), 0)
         result.members = attempt.members
         return result
+
+    def _instead(self, signum: int) -> int:
+        """What a manager gets for ds-helper's own SIGTERM or SIGKILL (``start.signals``): srun kills its ranks
+        at once on SIGTERM, and leaves them running when it dies of SIGKILL (conf/launcher/slurm.yaml)."""
+        return self.settings.signals.get(signum) or signum
 
     def _passed_on(self, got: int) -> Optional[int]:
         """The signal a member gets for ``got`` (a manager's ``start.signals``); None, said once: not passed on."""
