@@ -541,10 +541,15 @@ def _slurm_job_holds_its_nodes(slurm_cluster, job: str) -> bool:
 
 
 def _end_slurm_leftovers(slurm_cluster, token: str, job: str) -> None:
-    for pid in alive_with(token):
-        os.kill(pid, signal.SIGKILL)
+    """Cancel the job (its allocation is freed even when srun then dies of SIGKILL), then kill what is left
+    marked with ``token``."""
     if job:
         subprocess.run(["scancel", job], env=slurm_cluster.env(clean_env()), check=False)
+    for pid in alive_with(token):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 @pytest.mark.slurm
@@ -577,6 +582,33 @@ def test_under_srun_every_rank_on_both_nodes_gets_the_notices_and_a_stop_as_sigi
         assert not _slurm_job_holds_its_nodes(slurm_cluster, job)
     finally:
         _end_slurm_leftovers(slurm_cluster, token, job)
+
+
+@pytest.mark.slurm
+def test_under_srun_a_notice_reaches_the_ranks_children_too(slurm_cluster, tmp_path: Path) -> None:
+    # srun signals every process of the step: a child without a handler dies of SIGUSR1 (a local job's notice
+    # goes to the rank's own process only).
+    token = f"ds-helper-test-{uuid.uuid4().hex}"
+    command = [DS_HELPER, *SLURM_JOB, "log.quiet=true", "log.grace=2", "catch_all.py", token]
+    proc = start_watched(command, slurm_cluster.env(clean_env(SIGNAL_DIR=str(tmp_path), WITH_CHILD="1")))
+    job = ""
+    try:
+        wait_for(proc, "ready", 4)
+        job = _slurm_job_of(token)
+        children = [pid for pid in alive_with(token) if b"time.sleep" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert len(children) == 4
+        proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + 30
+        while records(tmp_path) != {str(r): ["SIGUSR1"] for r in range(4)} and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert records(tmp_path) == {str(r): ["SIGUSR1"] for r in range(4)}
+        while set(children) & set(alive_with(token)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert set(children) & set(alive_with(token)) == set()
+        assert proc.poll() is None
+    finally:
+        _end_slurm_leftovers(slurm_cluster, token, job)
+        proc.communicate(timeout=60)
 
 
 @pytest.mark.slurm
@@ -672,11 +704,8 @@ def test_under_srun_a_failed_ranks_children_outlive_the_step_with_proctrack_linu
     token = f"ds-helper-test-{uuid.uuid4().hex}"
     command = [DS_HELPER, *SLURM_JOB, "log.quiet=true", "log.grace=5", "with_children.py", token]
     proc = start_watched(command, slurm_cluster.env(clean_env(FAIL_RANK="1", EXIT_CODE="3", QUIET_CHILDREN="1")))
-    job = ""
     try:
-        wait_for(proc, "ready", 4)
-        job = _slurm_job_of(token)
-        out, _ = proc.communicate(timeout=60)
+        out, _ = proc.communicate(timeout=180)  # rank 1 may end before the others are ready: no wait for them
         assert proc.returncode == 128 + signal.SIGTERM, out  # srun's: the others were SIGTERMed
         assert "rank 1 (host node1, exited with code 3, as the manager reports it)" in out
         time.sleep(0.5)
@@ -685,7 +714,7 @@ def test_under_srun_a_failed_ranks_children_outlive_the_step_with_proctrack_linu
         child = next(pid for pid, parent in parents.items() if parent not in parents)
         assert Path(f"/proc/{parents[child]}/comm").read_text().strip() != "slurmstepd"  # re-parented outside
     finally:
-        _end_slurm_leftovers(slurm_cluster, token, job)
+        _end_slurm_leftovers(slurm_cluster, token, "")
 
 
 def test_log_show_picks_the_ranks_on_the_terminal_while_log_dir_keeps_all(tmp_path: Path) -> None:

@@ -1,10 +1,13 @@
 """A rank that notes each of INT TERM HUP QUIT USR1 USR2 it receives in SIGNAL_DIR/<rank>, and carries on.
 
-It exits 0 after SIGTERM (or after 120 s).
+It exits 0 after SIGTERM (or after 120 s). With WITH_CHILD set, it first starts a child that handles none of
+them and sleeps, its arguments in the child's command line.
 """
 
 import os
 import signal
+import subprocess
+import sys
 import time
 
 # Run alone, by ds-helper or directly by a manager (no ds-helper in between).
@@ -25,6 +28,8 @@ def note(signum, frame):
 
 for name in names:
     signal.signal(getattr(signal, name), note)
+if "WITH_CHILD" in os.environ:
+    subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", *sys.argv[1:]])
 print(f"ready {rank}", flush=True)
 deadline = time.monotonic() + 120
 while not done and time.monotonic() < deadline:
