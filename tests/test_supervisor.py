@@ -575,7 +575,7 @@ def test_under_srun_every_rank_on_both_nodes_gets_the_notices_and_a_stop_as_sigi
             while records(tmp_path) != {str(r): seen for r in range(4)} and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert records(tmp_path) == {str(r): seen for r in range(4)}, name
-            assert proc.poll() is None, f"ds-helper died of {name}"
+            assert proc.poll() is None or name == stop, f"ds-helper died of {name}"  # a stop ends it after log.grace
         out, _ = proc.communicate(timeout=60)
         assert proc.returncode == 128 + signal.SIGKILL, out  # srun's, after it ended the step for ds-helper
         assert alive_with(token) == []
