@@ -524,7 +524,7 @@ def _slurm_job_of(token: str) -> str:
 
 
 def _slurm_job_holds_its_nodes(slurm_cluster, job: str) -> bool:
-    """True while the job is running or pending (an srun that died of SIGKILL leaves its allocation so)."""
+    """True if the job is still running or pending 20 s on (an srun killed by SIGKILL leaves it running)."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         shown = subprocess.run(
