@@ -164,14 +164,13 @@ TWO_BY_TWO = JobSpec(ranks=4, hosts=["n1", "n2"])
         ),
         # MVAPICH2 user guide: mpirun_rsh -np 4 n1 n1 n2 n2 NAME=VALUE prog.
         ("mvapich", TWO_BY_TWO, False, ["mpirun_rsh", "-np", "4", "n1", "n1", "n2", "n2", f"{PLAN_VAR}={{PLAN}}"]),
-        # srun(1): --kill-on-bad-exit, --disable-status, --ntasks, --nodes, --ntasks-per-node, --export=ALL,NAME.
+        # srun(1): --disable-status, --ntasks, --nodes, --ntasks-per-node, --export=ALL,NAME.
         (
             "slurm",
             JobSpec(nodes=2, ranks_per_node=2),
             True,
             [
                 "srun",
-                "--kill-on-bad-exit=1",
                 "--disable-status",
                 "--ntasks",
                 "4",
@@ -189,7 +188,6 @@ TWO_BY_TWO = JobSpec(ranks=4, hosts=["n1", "n2"])
             False,
             [
                 "srun",
-                "--kill-on-bad-exit=1",
                 "--disable-status",
                 "--ntasks",
                 "4",

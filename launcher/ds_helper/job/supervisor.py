@@ -95,6 +95,7 @@ class _Lines(LineCopier):
         self.reported = b""
         self.tail: Optional[Deque[bytes]] = deque(maxlen=TAIL_LINES) if keep_tail else None
         self.partial = b""  # the tail's unfinished last line
+        self.fresh = False  # the tail has changed since the supervisor last read it
 
     @property
     def broken(self) -> bool:
@@ -109,6 +110,7 @@ class _Lines(LineCopier):
 
     def _keep(self, data: bytes) -> None:
         assert self.tail is not None
+        self.fresh = True
         lines = (self.partial + data).split(b"\n")
         self.partial = lines.pop()[-_TAIL_WIDTH:]
         self.tail.extend(line[:_TAIL_WIDTH] for line in lines[-TAIL_LINES:])
@@ -176,6 +178,7 @@ class Outcome:
     code: int
     first: Optional[Member] = None
     stopped: int = 0  # members still running when the first failed, stopped by ds-helper
+    reported: Optional[RankEnd] = None  # the rank a manager reported failed while it waited for the others
     members: List[Member] = field(default_factory=list)
 
 
@@ -463,6 +466,10 @@ class Supervisor:
                 if member.code and outcome is None:
                     outcome = Outcome("failed", member.code, first=member, stopped=len(attempt.running()))
                     stop(now, self._instead(signal.SIGTERM))
+            reported = self._reported_failure(attempt) if outcome is None else None
+            if reported is not None:  # a manager still waiting for its other ranks
+                outcome = Outcome("failed", 0, first=attempt.members[0], reported=reported)
+                stop(now, self._instead(signal.SIGTERM))
             if now >= self.deadline and outcome is None:
                 outcome = Outcome("timeout", TIMEOUT_CODE)
                 stop(now, self._instead(signal.SIGTERM))
@@ -490,10 +497,21 @@ class Supervisor:
                 break
         selector.close()
         result = outcome or Outcome("done", 0)
+        if result.kind == "failed" and result.first and result.first.code:  # a manager's own code, once it ended
+            result.code = result.first.code
         if result.kind == "stopped":  # the first rank to end with a code says how the job ended
             result.code = next((m.code for m in sorted(attempt.members, key=lambda m: m.ended) if m.code), 0)
         result.members = attempt.members
         return result
+
+    def _reported_failure(self, attempt: Attempt) -> Optional[RankEnd]:
+        """A manager's report of a failed rank on its stderr (``start.failure``), read as it comes: srun writes it
+        when the task ends, then waits for the others (conf/launcher/slurm.yaml)."""
+        manager = attempt.members[0]
+        if manager.group or manager.err is None or not manager.err.fresh or not self.settings.failure:
+            return None
+        manager.err.fresh = False
+        return first_failure(self.settings.failure, "\n".join(manager.err.last_lines()))
 
     def _instead(self, signum: int) -> int:
         """What a manager gets for ds-helper's own SIGTERM or SIGKILL (``start.signals``): srun kills its ranks
@@ -571,7 +589,7 @@ def summary(outcome: Outcome, settings: Settings, started: float) -> List[str]:
     if first is None or first.code is None:
         return []
     tail = first.err.last_lines() if first.err else []
-    named = None if first.group else _reported(settings, first, tail)
+    named = None if first.group else outcome.reported or _reported(settings, first, tail)
     rank = outcome.members.index(first) if first.group else (named.rank if named else None)
     err_file = settings.err_file(rank) if rank is not None else ""
     own = _last_lines(err_file)
