@@ -185,8 +185,11 @@ def load_recorded(path: Path) -> tuple[dict, List[tuple[Dict[str, str], Dict[str
     return doc, ranks, files_reader(virtual)
 
 
-def start_watched(argv: List[str], env: Optional[Dict[str, str]] = None) -> subprocess.Popen[str]:
-    """Start ``argv`` in tests/scripts with stdout and stderr merged into one pipe, for :func:`wait_for`."""
+def start_watched(
+    argv: List[str], env: Optional[Dict[str, str]] = None, new_session: bool = False
+) -> subprocess.Popen[str]:
+    """Start ``argv`` in tests/scripts with stdout and stderr merged into one pipe, for :func:`wait_for`
+    (``new_session``: in a session of its own, so that a signal reaches it alone)."""
     return subprocess.Popen(
         argv,
         cwd=SCRIPTS,
@@ -195,6 +198,7 @@ def start_watched(argv: List[str], env: Optional[Dict[str, str]] = None) -> subp
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         text=True,
+        start_new_session=new_session,
     )
 
 

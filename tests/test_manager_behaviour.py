@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Dict, List
 
 import pytest
-from conftest import MPICH, OPENMPI, SCRIPTS, alive_with, clean_env
+from conftest import MPICH, OPENMPI, SCRIPTS, alive_with, clean_env, start_watched, wait_for
 
 VENVS = Path("/opt/mpi-venvs")
 _OPEN_MPI_FLAGS = ["--allow-run-as-root", "--oversubscribe", "--bind-to", "none"]
@@ -75,23 +75,10 @@ def _both_noted(folder: Path) -> bool:
 @pytest.mark.parametrize("name", list(MANAGERS))
 @pytest.mark.parametrize("signame", list(HYDRA_SIGNALS))
 def test_which_signal_sent_to_the_manager_reaches_the_ranks(name: str, signame: str, tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        [*manager(name), "-n", "2", "python3", "catch_all.py"],
-        cwd=SCRIPTS,
-        env=clean_env(SIGNAL_DIR=str(tmp_path)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
+    argv = [*manager(name), "-n", "2", "python3", "catch_all.py"]
+    proc = start_watched(argv, clean_env(SIGNAL_DIR=str(tmp_path)), new_session=True)
     try:
-        assert proc.stdout is not None
-        seen = ""
-        while seen.count("ready") < 2:
-            line = proc.stdout.readline()
-            assert line, seen
-            seen += line
+        wait_for(proc, "ready", 2)
         proc.send_signal(getattr(signal, signame))
         deadline = time.monotonic() + 30
         while not _both_noted(tmp_path) and proc.poll() is None and time.monotonic() < deadline:
@@ -196,22 +183,9 @@ SRUN_SIGNALS = {
 
 def _srun(slurm_cluster, token: str, folder: Path, *options: str) -> subprocess.Popen[str]:
     """srun of catch_all.py on 2 nodes x 2 tasks (job name ``token``), once every task is ready."""
-    proc = subprocess.Popen(
-        ["srun", "-J", token, *options, "-N", "2", "-n", "4", "python3", "catch_all.py", token],
-        cwd=SCRIPTS,
-        env=slurm_cluster.env(clean_env(SIGNAL_DIR=str(folder))),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
-    assert proc.stdout is not None
-    seen = ""
-    while seen.count("ready") < 4:
-        line = proc.stdout.readline()
-        assert line, seen
-        seen += line
+    argv = ["srun", "-J", token, *options, "-N", "2", "-n", "4", "python3", "catch_all.py", token]
+    proc = start_watched(argv, slurm_cluster.env(clean_env(SIGNAL_DIR=str(folder))), new_session=True)
+    wait_for(proc, "ready", 4)
     return proc
 
 

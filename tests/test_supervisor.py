@@ -612,29 +612,24 @@ def test_under_srun_a_notice_reaches_the_ranks_children_too(slurm_cluster, tmp_p
 
 
 @pytest.mark.slurm
-def test_under_srun_sigterm_lets_every_rank_save(slurm_cluster, tmp_path: Path) -> None:
-    env = slurm_cluster.env(clean_env(SIGNAL_DIR=str(tmp_path), SAVED_EXIT="0"))
-    proc = start_watched([DS_HELPER, *SLURM_JOB, "log.quiet=true", "checkpoint.py"], env)
-    wait_for(proc, "ready", 4)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, out
-    assert records(tmp_path, ".signals") == {str(r): ["SIGINT"] for r in range(4)}
-    assert records(tmp_path, ".saved") == {str(r): ["saved"] for r in range(4)}
-
-
-@pytest.mark.slurm
-def test_under_srun_a_rank_ending_with_a_code_after_a_stop_leaves_the_others_their_save(
-    slurm_cluster, tmp_path: Path
+@pytest.mark.parametrize(
+    ("saving", "code"),
+    [
+        ({"SAVED_EXIT": "0"}, 0),
+        # Rank 0 saves for 3 s, the others for 0.1 s and exit 130: after the user's stop that is no failure
+        # (srun's --kill-on-bad-exit would have SIGKILLed rank 0 mid-save; slurm.yaml).
+        ({"SAVE_SECONDS": "3,0.1"}, 130),
+    ],
+)
+def test_under_srun_sigterm_lets_every_rank_save(
+    slurm_cluster, tmp_path: Path, saving: Dict[str, str], code: int
 ) -> None:
-    # Rank 0 saves for 3 s, the others for 0.1 s and exit 130: after the user's stop that is no failure (srun's
-    # --kill-on-bad-exit would have SIGKILLed rank 0 mid-save; slurm.yaml).
-    env = slurm_cluster.env(clean_env(SIGNAL_DIR=str(tmp_path), SAVE_SECONDS="3,0.1"))
+    env = slurm_cluster.env(clean_env(SIGNAL_DIR=str(tmp_path), **saving))
     proc = start_watched([DS_HELPER, *SLURM_JOB, "log.quiet=true", "checkpoint.py"], env)
     wait_for(proc, "ready", 4)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 130, out
+    assert proc.returncode == code, out
     assert records(tmp_path, ".signals") == {str(r): ["SIGINT"] for r in range(4)}
     assert records(tmp_path, ".saved") == {str(r): ["saved"] for r in range(4)}
 
