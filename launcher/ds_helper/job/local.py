@@ -8,7 +8,6 @@ import os
 from typing import Callable, Dict, List, Mapping, Optional
 
 from ds_helper.compose.schema import JobSpec
-from ds_helper.job.reports import ExitCodes
 from ds_helper.job.supervisor import Settings, run_job
 from ds_helper.rank.errors import LaunchError
 from ds_helper.rank.plan import LauncherSpec, Plan
@@ -59,7 +58,6 @@ def supervise(
         node, local = divmod(rank, ranks_per_node) if ranks_per_node else (0, rank)
         return os.path.join(log.dir, log.err.format(rank=rank, local_rank=local, node_rank=node)) if log.dir else ""
 
-    codes = spec.start.exit_codes
     settings = Settings(
         grace=log.grace,
         timeout=job.timeout,
@@ -67,7 +65,7 @@ def supervise(
         signals=signal_numbers(spec.start.signals),
         err_file=err_file,
         failure=spec.start.failure,
-        exit_codes=ExitCodes(codes.start, codes.line, codes.host, codes.wait_status),
+        exit_codes=spec.start.exit_codes,
         shown=None if log.show is None else list(log.show),
     )
     with_counts = lambda attempt: [{**env, **restart_counts(attempt)} for env in envs_for(attempt)]  # noqa: E731

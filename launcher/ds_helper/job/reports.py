@@ -13,6 +13,8 @@ import signal
 from dataclasses import dataclass
 from typing import List, Optional, Pattern
 
+from ds_helper.rank.plan import ExitCodesSpec
+
 _CLEAN_UP = 128 + signal.SIGKILL
 """How a manager ends the ranks left when one failed (Hydra's clean-up): never the root cause when another failed."""
 
@@ -40,22 +42,13 @@ class ReportLines:
     more: Pattern[bytes]
 
 
-@dataclass(frozen=True)
-class ExitCodes:
-    """``start.exit_codes``: the report's first line, and one host's part (groups ``host``, ``codes``) of it or of a
-    line of its own after it (Hydra writes one host per line)."""
-
-    start: str
-    line: str
-    host: str
-    wait_status: bool
-
-    def lines(self) -> Optional[ReportLines]:
-        """The report's lines as byte patterns, to keep them off the output; None: the manager makes no report."""
-        if not self.line:
-            return None
-        more = rb"[ \t]*(?:" + self.host.encode() + rb")[ \t]*\n"  # a whole line of one host's part
-        return ReportLines(self.start.encode(), re.compile(self.line.encode()), re.compile(more))
+def report_lines(report: ExitCodesSpec) -> Optional[ReportLines]:
+    """``start.exit_codes``' report as byte patterns, to keep it off the output: its first line, then one host's
+    part (groups ``host``, ``codes``) on a line of its own (Hydra writes one host per line); None: no report."""
+    if not report.line:
+        return None
+    more = rb"[ \t]*(?:" + report.host.encode() + rb")[ \t]*\n"  # a whole line of one host's part
+    return ReportLines(report.start.encode(), re.compile(report.line.encode()), re.compile(more))
 
 
 @dataclass(frozen=True)
@@ -97,7 +90,7 @@ def _shell_code(code: int, wait_status: bool) -> int:
     return 128 + os.WTERMSIG(code) if os.WIFSIGNALED(code) else os.WEXITSTATUS(code)
 
 
-def every_rank(report: ExitCodes, text: str) -> List[RankEnd]:
+def every_rank(report: ExitCodesSpec, text: str) -> List[RankEnd]:
     """Each rank's end from a report of all of them (``text``, the lines ``ReportLines`` found): hosts in the
     report's order, each host's ranks in order (the block placement ds-helper asks of the manager), from 0."""
     found = re.search(report.line, text) if report.line else None

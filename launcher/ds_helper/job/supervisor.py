@@ -36,27 +36,26 @@ import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Deque, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Deque, Dict, List, Optional
 
 from ds_helper.job.reports import (
-    ExitCodes,
     RankEnd,
     ReportLines,
     describe_status,
     every_rank,
     first_failure,
+    report_lines,
     root_cause,
     signal_name,
 )
 from ds_helper.rank.errors import line
-from ds_helper.rank.inherit import death_signal_setter, libc_function, restore_signals
-from ds_helper.rank.tee import HOLD_SECONDS, LineCopier, write_all
+from ds_helper.rank.inherit import fork_exec, libc_function
+from ds_helper.rank.plan import ExitCodesSpec
+from ds_helper.rank.tee import HOLD_SECONDS, STOPS, LineCopier, write_all
 
 if TYPE_CHECKING:
     import selectors
 
-STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
-"""The user's (or scheduler's) stop signals: forwarded, then ``grace`` seconds, then SIGKILL."""
 NOTICES = (signal.SIGUSR1, signal.SIGUSR2)
 """Forwarded to each member's own process, nothing else happens."""
 _SUSPENDS = (signal.SIGTSTP, signal.SIGTTIN, signal.SIGTTOU)
@@ -78,7 +77,7 @@ class Settings:
     host: str = field(default_factory=socket.gethostname)
     err_file: Callable[[int], str] = lambda rank: ""  # a rank's stderr file when log.dir keeps it
     failure: str = ""  # a manager's report of its first failed rank (start.failure): groups rank, code, host
-    exit_codes: ExitCodes = ExitCodes("", "", "", False)  # a manager's report of every rank's end (start.exit_codes)
+    exit_codes: Optional[ExitCodesSpec] = None  # a manager's report of every rank's end (start.exit_codes)
     shown: Optional[List[int]] = None  # the local ranks whose output is shown (None: all)
 
 
@@ -251,48 +250,38 @@ def _pipe() -> tuple[int, int]:
     return read, write
 
 
-def _spawn(command: Sequence[str], env: Dict[str, str], out_w: int, err_w: int, stdin: bool) -> int:
-    """Fork and exec ``command`` in a session of its own, dying with ds-helper (even by SIGKILL). Every other
-    descriptor passed down to ds-helper stays open, as under mpiexec; without ``stdin``, stdin is /dev/null."""
-    parent = os.getpid()
-    die_with = death_signal_setter()  # made before the fork: the child only calls it
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os.setsid()
-            if not die_with(parent):
-                os._exit(128 + signal.SIGKILL)
-            os.dup2(out_w, 1)
-            os.dup2(err_w, 2)
-            if not stdin:
-                os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-            if _SOFT_LIMIT[0] >= 0:
-                import resource
+def _spawn(command: List[str], env: Dict[str, str], out_w: int, err_w: int, stdin: bool) -> int:
+    """Start ``command`` in a session of its own, dying with ds-helper (even by SIGKILL). Every other descriptor
+    passed down to ds-helper stays open, as under mpiexec; without ``stdin``, stdin is /dev/null."""
 
-                hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
-                resource.setrlimit(resource.RLIMIT_NOFILE, (_SOFT_LIMIT[0], hard))
-            for signum in (*STOPS, *NOTICES, *_SUSPENDS, *_OTHERS):
-                if signal.getsignal(signum) is _note:
-                    signal.signal(signum, signal.SIG_DFL)
-            signal.set_wakeup_fd(-1)
-            restore_signals()
-            os.execvpe(command[0], list(command), env)
-        except OSError as exc:
-            os.write(2, (line(f"cannot run {command[0]}: {exc.strerror}", "error") + "\n").encode())
-        os._exit(127)
-    return pid
+    def in_child() -> None:
+        if not stdin:
+            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        if _SOFT_LIMIT[0] >= 0:
+            import resource
+
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            resource.setrlimit(resource.RLIMIT_NOFILE, (_SOFT_LIMIT[0], hard))
+        for signum in (*STOPS, *NOTICES, *_SUSPENDS, *_OTHERS):  # a signal before the exec acts as it would after
+            if signal.getsignal(signum) is _note:
+                signal.signal(signum, signal.SIG_DFL)
+        signal.set_wakeup_fd(-1)  # the parent's pipe: not for the child's signals
+
+    return fork_exec(command, out_w, err_w, detach="session", env=env, in_child=in_child)
 
 
-def _children(pid: str = "self") -> List[int]:
-    """A process's children now (this one's: orphans re-parented to it included), ``/proc/PID/task/TID/children``."""
+def _children(pid: Optional[int] = None) -> List[int]:
+    """A process's children now (None: this one's, orphans re-parented to it included), from
+    ``/proc/PID/task/TID/children``."""
+    folder = f"/proc/{pid or 'self'}/task"
     found: List[int] = []
     try:
-        tasks = os.listdir(f"/proc/{pid}/task")
+        tasks = os.listdir(folder)
     except OSError:
         return found
     for task in tasks:
         try:
-            with open(f"/proc/{pid}/task/{task}/children") as handle:
+            with open(f"{folder}/{task}/children") as handle:
                 found += [int(child) for child in handle.read().split()]
         except OSError:
             continue
@@ -302,10 +291,10 @@ def _children(pid: str = "self") -> List[int]:
 def _descendants(pid: int) -> List[int]:
     """Every process below ``pid`` on this machine, parents before their children."""
     found: List[int] = []
-    below = _children(str(pid))
+    below = _children(pid)
     while below:
         found += below
-        below = [child for parent in below for child in _children(str(parent))]
+        below = [child for parent in below for child in _children(parent)]
     return found
 
 
@@ -356,7 +345,7 @@ class Attempt:
             member = Member(name, pid, group, time.monotonic())
             shown = not group or settings.shown is None or index in settings.shown
             member.err = _Lines(2 if shown else None, label, keep_tail=True)
-            report = None if group else settings.exit_codes.lines()
+            report = report_lines(settings.exit_codes) if settings.exit_codes and not group else None
             member.out = _Lines(1 if shown else None, label, keep_tail=False, report=report)
             self.streams[out_r] = member.out
             self.streams[err_r] = member.err
@@ -389,7 +378,7 @@ class Attempt:
             member.send(signum, whole_group)
 
 
-def _reap(attempt: Optional[Attempt], now: float) -> List[Member]:
+def _reap(attempt: Attempt, now: float) -> List[Member]:
     """Collect every child that ended (orphans re-parented here too); the members among them, in order."""
     ended: List[Member] = []
     while True:
@@ -399,7 +388,7 @@ def _reap(attempt: Optional[Attempt], now: float) -> List[Member]:
             return ended
         if pid == 0:
             return ended
-        member = attempt.by_pid.get(pid) if attempt else None
+        member = attempt.by_pid.get(pid)
         if member is not None:
             member.code = 128 + os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
             member.ended = now
@@ -462,17 +451,11 @@ class Supervisor:
                     os.kill(os.getpid(), signal.SIGSTOP)  # here until SIGCONT (the shell's fg or bg)
                 elif got == signal.SIGCONT:
                     attempt.resume()
-            for member in _reap(attempt, now):
-                if member.code and outcome is None:
-                    outcome = Outcome("failed", member.code, first=member, stopped=len(attempt.running()))
+            ended = _reap(attempt, now)
+            if outcome is None:
+                outcome = self._failure_or_time_limit(attempt, ended, now)
+                if outcome is not None:
                     stop(now, self._instead(signal.SIGTERM))
-            reported = self._reported_failure(attempt) if outcome is None else None
-            if reported is not None:  # a manager still waiting for its other ranks
-                outcome = Outcome("failed", 0, first=attempt.members[0], reported=reported)
-                stop(now, self._instead(signal.SIGTERM))
-            if now >= self.deadline and outcome is None:
-                outcome = Outcome("timeout", TIMEOUT_CODE)
-                stop(now, self._instead(signal.SIGTERM))
             if now >= kill_at:
                 kill = signal.SIGKILL if ending else self._instead(signal.SIGKILL)
                 attempt.send(kill)
@@ -503,6 +486,17 @@ class Supervisor:
             result.code = next((m.code for m in sorted(attempt.members, key=lambda m: m.ended) if m.code), 0)
         result.members = attempt.members
         return result
+
+    def _failure_or_time_limit(self, attempt: Attempt, ended: List[Member], now: float) -> Optional[Outcome]:
+        """How the job ends, if it must now: a member failed, a manager reported a failed rank while it waits for
+        the others, or the time limit passed."""
+        failed = next((member for member in ended if member.code), None)
+        if failed is not None:
+            return Outcome("failed", failed.code or 0, first=failed, stopped=len(attempt.running()))
+        reported = self._reported_failure(attempt)
+        if reported is not None:  # the manager's own code comes once it has ended
+            return Outcome("failed", 0, first=attempt.members[0], reported=reported)
+        return Outcome("timeout", TIMEOUT_CODE) if now >= self.deadline else None
 
     def _reported_failure(self, attempt: Attempt) -> Optional[RankEnd]:
         """A manager's report of a failed rank on its stderr (``start.failure``), read as it comes: srun writes it
@@ -611,7 +605,8 @@ def summary(outcome: Outcome, settings: Settings, started: float) -> List[str]:
 def _reported(settings: Settings, manager: Member, tail: List[str]) -> Optional[RankEnd]:
     """The rank a manager names as failed: from its line of every rank's code, or its line on the first to fail."""
     reported = manager.out.reported.decode(errors="replace") if manager.out else ""
-    return root_cause(every_rank(settings.exit_codes, reported)) or first_failure(settings.failure, "\n".join(tail))
+    every = every_rank(settings.exit_codes, reported) if settings.exit_codes else []
+    return root_cause(every) or first_failure(settings.failure, "\n".join(tail))
 
 
 def run_job(

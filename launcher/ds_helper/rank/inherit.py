@@ -22,9 +22,9 @@ import _signal  # type: ignore[import-not-found]
 import os
 import sys
 
-TYPE_CHECKING = False  # typing is not imported on a rank's path: the name below exists for mypy only
+TYPE_CHECKING = False  # typing is not imported on a rank's path: the names below exist for mypy only
 if TYPE_CHECKING:
-    from typing import Callable
+    from typing import Callable, Dict, List, Optional
 
 # The signals CPython sets to SIG_IGN at start-up (Python/pylifecycle.c), which subprocess restores too:
 # SIGPIPE and SIGXFSZ, by their Linux numbers.
@@ -129,3 +129,41 @@ def death_signal_setter() -> Callable[[int], bool]:
         return os.getppid() == parent
 
     return die_with
+
+
+def fork_exec(
+    argv: List[str],
+    out_fd: int,
+    err_fd: int,
+    detach: str = "",
+    env: Optional[Dict[str, str]] = None,
+    in_child: Optional[Callable[[], None]] = None,
+) -> int:
+    """Fork and exec ``argv`` with its stdout and stderr on ``out_fd`` and ``err_fd``, killed by SIGKILL when this
+    process exits (even by SIGKILL); its pid. ``detach``: ``"session"`` (a session of its own: no terminal's
+    signals), ``"group"`` (a process group of its own: a signal to the group reaches its children), ``""``
+    (neither). ``in_child`` runs in the child right before the exec; a failed exec is one error line and 127.
+    Used by the tee (rank/tee.py) and the job's supervisor (job/supervisor.py)."""
+    parent = os.getpid()
+    die_with = death_signal_setter()  # made before the fork: the child only calls it
+    pid = os.fork()
+    if pid == 0:
+        try:
+            if detach == "session":
+                os.setsid()
+            elif detach == "group":
+                os.setpgid(0, 0)
+            if not die_with(parent):  # this process died before the setting took effect
+                os._exit(128 + SIGKILL)
+            os.dup2(out_fd, 1)
+            os.dup2(err_fd, 2)
+            if in_child is not None:
+                in_child()
+            restore_signals()
+            os.execvpe(argv[0], argv, os.environ if env is None else env)
+        except OSError as exc:
+            from ds_helper.rank.errors import line
+
+            os.write(2, (line(f"cannot run {argv[0]}: {exc.strerror}", "error") + "\n").encode())
+        os._exit(127)
+    return pid

@@ -36,12 +36,12 @@ import sys
 import time
 from typing import Dict, List, Optional, Union
 
-from ds_helper.rank.errors import line
-from ds_helper.rank.inherit import PYTHON_IGNORED, death_signal_setter, hold_closed_fds, restore_signals
+from ds_helper.rank.inherit import PYTHON_IGNORED, fork_exec, hold_closed_fds
 
 Buffer = Union[bytes, memoryview]
 
-_TERMINATING = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT}
+STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+"""The stop signals: passed on, then ``grace`` seconds, then SIGKILL (here, and in the job's supervisor)."""
 _NOT_FORWARDED = {signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD}
 # What a terminal sends to its whole foreground job: the script gets these from the terminal itself.
 _FROM_TERMINAL = {signal.SIGINT, signal.SIGQUIT, signal.SIGHUP, signal.SIGWINCH}
@@ -61,26 +61,6 @@ def _has_terminal() -> bool:
         return False
     finally:
         os.close(tty)
-
-
-def _start(argv: List[str], out_w: int, err_w: int, own_group: bool) -> int:
-    parent = os.getpid()
-    die_with = death_signal_setter()  # made before the fork: the child only calls it
-    pid = os.fork()
-    if pid == 0:
-        try:
-            if own_group:
-                os.setpgid(0, 0)  # forwarded signals reach its children too
-            if not die_with(parent):  # the supervisor died before the setting took effect
-                os._exit(128 + signal.SIGKILL)
-            os.dup2(out_w, 1)
-            os.dup2(err_w, 2)
-            restore_signals()
-            os.execv(argv[0], argv)
-        except OSError as exc:
-            os.write(2, (line(f"cannot run {argv[0]}: {exc.strerror}", "error") + "\n").encode())
-        os._exit(127)
-    return pid
 
 
 # A line's start waits this long for its end, so lines of different ranks stay whole at the manager; then it
@@ -251,7 +231,7 @@ def supervise(argv: List[str], out: Optional[str], err: Optional[str], prefix: s
     }
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    child = _start(argv, out_w, err_w, own_group=not terminal)
+    child = fork_exec(argv, out_w, err_w, detach="" if terminal else "group")  # a group: signals reach its children
     os.close(out_w)
     os.close(err_w)
     kill_at: List[float] = []
@@ -267,7 +247,7 @@ def supervise(argv: List[str], out: Optional[str], err: Optional[str], prefix: s
 
     def forward(signum: int, _frame: object) -> None:
         send(signum)
-        if signum in _TERMINATING and not kill_at:
+        if signum in STOPS and not kill_at:
             kill_at.append(time.monotonic() + grace)
 
     handled: List[int] = []
