@@ -155,7 +155,6 @@ class Member:
     name: str  # "rank 3", "mpiexec.hydra"
     pid: int
     group: bool  # stop signals go to its whole process group (a rank), or to it alone (a manager)
-    started: float
     code: Optional[int] = None  # shell-style: 128+N for signal N
     ended: float = 0.0
     out: Optional[_Lines] = None
@@ -342,7 +341,7 @@ class Attempt:
             finally:
                 os.close(out_w)
                 os.close(err_w)
-            member = Member(name, pid, group, time.monotonic())
+            member = Member(name, pid, group)
             shown = not group or settings.shown is None or index in settings.shown
             member.err = _Lines(2 if shown else None, label, keep_tail=True)
             report = report_lines(settings.exit_codes) if settings.exit_codes and not group else None
